@@ -1,0 +1,53 @@
+# streamtags: two commands on a fresh machine.
+#   make demo   set up, start Kafka + Redis + a worker + the simulator, show tags live
+#   make test   set up, start Kafka + Redis, run ruff, mypy --strict and every test
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: venv stack-up stack-down stack-status lint test unit integration demo bench schemas clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "streamtags needs Python >= 3.11 as $(PYTHON)"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)"; exit 1; }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	@touch $@
+
+stack-up: venv
+	@stack/stack.sh up
+
+stack-down:
+	@stack/stack.sh down
+
+stack-status:
+	@stack/stack.sh status
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy streamtags tests bench
+
+unit: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+integration: stack-up
+	$(VENV)/bin/pytest -q tests/integration
+
+test: stack-up lint
+	$(VENV)/bin/pytest -q
+
+schemas: venv
+	$(VENV)/bin/streamtags schemas export
+
+demo: stack-up
+	@scripts/demo.sh
+
+bench: stack-up
+	$(PY) bench/engine.py
+	$(PY) bench/live.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

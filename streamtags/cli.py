@@ -1,0 +1,124 @@
+"""The ``streamtags`` command line (also ``python -m streamtags``).
+
+The only place that reads ``STREAMTAGS_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from streamtags.settings import Settings, SettingsError
+
+__all__ = ["main"]
+
+
+def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streamtags.worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    from streamtags.producing import RecordingError, produce, read_recording
+
+    try:
+        messages = list(read_recording(Path(args.file)))
+    except (RecordingError, OSError) as exc:
+        print(f"streamtags produce: {exc}", file=sys.stderr)
+        return 2
+    sent = asyncio.run(
+        produce(
+            messages,
+            bootstrap=settings.kafka_bootstrap,
+            topics=settings.inputs,
+            partitions=settings.partitions,
+        )
+    )
+    print(f"produced {sent} messages to {settings.kafka_bootstrap}")
+    return 0
+
+
+def _cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
+    from streamtags.schemas import export
+
+    for path in export(Path(args.dir)):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    script = Path(__file__).resolve().parent.parent / "stack" / "stack.sh"
+    if not script.exists():
+        print("streamtags stack: stack/stack.sh is only in a source checkout", file=sys.stderr)
+        return 2
+    return subprocess.call(["bash", str(script), args.action])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="streamtags",
+        description="Real-time customer tags from Kafka event streams. Configuration comes "
+        "from STREAMTAGS_* environment variables (see README).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser(
+        "worker",
+        help="run a tagging worker (Faust) until stopped",
+        description="Consume the input topics, tag users, and publish to Kafka and Redis.",
+    )
+    worker.set_defaults(run=_cmd_worker)
+
+    produce = commands.add_parser(
+        "produce",
+        help="send a recorded JSON Lines file to the input topics",
+        description='Send each line of FILE to the topic of its "stream" field, keyed by user_id.',
+    )
+    produce.add_argument("file", metavar="FILE.jsonl")
+    produce.set_defaults(run=_cmd_produce)
+
+    schemas = commands.add_parser("schemas", help="JSON Schemas of the contracts")
+    schema_cmds = schemas.add_subparsers(dest="schemas_command", required=True)
+    export = schema_cmds.add_parser(
+        "export",
+        help="write the JSON Schemas generated from the models",
+        description="Write one JSON Schema file per contract into DIR (default schemas/).",
+    )
+    export.add_argument("--dir", default="schemas")
+    export.set_defaults(run=_cmd_schemas_export)
+
+    stack = commands.add_parser(
+        "stack",
+        help="start, stop or inspect the local Kafka + Redis stack",
+        description="Run stack/stack.sh: up (idempotent), down (only what up started), status.",
+    )
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.set_defaults(run=_cmd_stack)
+
+    _add_later_commands(commands)
+    return parser
+
+
+def _add_later_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands of the rule engine and the live product (registered by their modules)."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse arguments, read settings, run the command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"streamtags: {exc}", file=sys.stderr)
+        return 2
+    code: int = args.run(args, settings)
+    return code

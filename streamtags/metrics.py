@@ -1,0 +1,67 @@
+"""Prometheus metrics of a worker, served at ``/metrics``.
+
+One registry per worker process (not the global default), so tests can
+build several apps in one process without name clashes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """The worker's counters, gauges and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "streamtags_events_consumed_total",
+            "Valid input events consumed.",
+            ["topic"],
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "streamtags_events_rejected_total",
+            "Input messages sent to the dead-letter topic.",
+            ["topic", "kind"],
+            registry=r,
+        )
+        self.tag_changes = Counter(
+            "streamtags_tag_changes_total", "Tag changes emitted.", ["tag", "action"], registry=r
+        )
+        self.coupon_triggers = Counter(
+            "streamtags_coupon_triggers_total", "Coupon triggers emitted.", registry=r
+        )
+        self.deadline_lateness = Histogram(
+            "streamtags_deadline_fire_delay_seconds",
+            "Wall-clock delay between a deadline plus allowed lateness and its firing.",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.event_to_output = Histogram(
+            "streamtags_event_to_output_seconds",
+            "Wall-clock time from an event's time to the tag change it caused being shipped.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "streamtags_redis_errors_total", "Failed Redis batch writes.", registry=r
+        )
+        self.redis_pending_users = Gauge(
+            "streamtags_redis_pending_users",
+            "Users whose Redis record waits for Redis to come back.",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "streamtags_batch_events",
+            "Events per processed batch.",
+            buckets=(1, 10, 100, 500, 1000, 5000),
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

@@ -1,0 +1,91 @@
+"""Reading recorded event files and producing them to the input topics.
+
+A recorded file is JSON Lines: one object per line with a ``stream`` field
+(``orders``, ``browse``, ``logins`` or ``accounts``) naming the input
+stream; the whole line, as written, is the message value and ``user_id``
+is the key. A line of the form ``{"stream": ..., "raw": "..."}`` sends the
+raw text as the value instead (for exercising the dead-letter path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from streamtags.events import STREAMS
+from streamtags.settings import InputTopics
+from streamtags.topics import ensure_topics
+
+__all__ = ["Outgoing", "RecordingError", "produce", "read_recording"]
+
+
+class RecordingError(ValueError):
+    """A recorded file has a line that names no known stream."""
+
+
+class Outgoing(NamedTuple):
+    """One message to produce."""
+
+    stream: str
+    key: bytes | None
+    value: bytes
+
+
+def read_recording(path: Path) -> Iterator[Outgoing]:
+    """Yield the messages of a recorded JSON Lines file, in file order."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            yield outgoing_from_line(line, where=f"{path}:{number}")
+
+
+def outgoing_from_line(line: bytes, *, where: str) -> Outgoing:
+    """The message one recorded line stands for."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise RecordingError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(record, dict) or record.get("stream") not in STREAMS:
+        raise RecordingError(f'{where}: needs a "stream" field, one of {", ".join(STREAMS)}')
+    user_id = record.get("user_id")
+    key = str(user_id).encode() if user_id is not None else None
+    raw = record.get("raw")
+    if isinstance(raw, str) and set(record) <= {"stream", "raw", "user_id"}:
+        return Outgoing(record["stream"], key, raw.encode())
+    return Outgoing(record["stream"], key, line)
+
+
+async def produce(
+    messages: Iterable[Outgoing], *, bootstrap: str, topics: InputTopics, partitions: int
+) -> int:
+    """Send every message to its stream's topic, keyed by user id; return the count.
+
+    Missing input topics are created first with ``partitions`` partitions.
+    """
+    await ensure_topics(topics.by_stream().values(), bootstrap=bootstrap, partitions=partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    by_stream = topics.by_stream()
+    sent = 0
+    try:
+        futures = []
+        for message in messages:
+            futures.append(
+                await producer.send(by_stream[message.stream], message.value, key=message.key)
+            )
+            sent += 1
+            if len(futures) >= 5000:
+                for future in futures:
+                    await future
+                futures.clear()
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    return sent

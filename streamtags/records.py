@@ -1,0 +1,131 @@
+"""Output record contracts: what other systems read from streamtags.
+
+- :class:`TagChange` on ``streamtags.tags`` (and, risk only, ``streamtags.risk-tags``);
+- :class:`CouponTrigger` on ``streamtags.coupon-triggers``;
+- :class:`DeadLetter` on ``streamtags.dead-letter``.
+
+Times are RFC 3339 strings in UTC with millisecond precision.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Category",
+    "CouponOffer",
+    "CouponTrigger",
+    "DeadLetter",
+    "Evidence",
+    "RuleRef",
+    "Severity",
+    "TagAction",
+    "TagChange",
+    "TriggerItem",
+    "iso_ms",
+]
+
+Category = Literal["risk", "marketing", "service", "value"]
+Severity = Literal["info", "low", "medium", "high"]
+TagAction = Literal["applied", "renewed", "cleared"]
+
+
+def iso_ms(epoch_ms: int) -> str:
+    """Format epoch milliseconds as RFC 3339 UTC, e.g. ``2026-11-22T10:00:00.000Z``."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RuleRef(_Record):
+    """The rule that produced a change."""
+
+    name: str = Field(description="Rule name, as in rules/*.yaml.")
+    version: int = Field(description="Rule version, bumped by the analyst on every change.")
+
+
+class Evidence(_Record):
+    """Why a tag changed: the figures and the events behind it."""
+
+    reason: str = Field(description="Human-readable explanation.")
+    figures: dict[str, float] = Field(
+        default_factory=dict,
+        description="Feature values at the time of the change (counts, sums, ratios; "
+        "durations in seconds).",
+    )
+    event_ids: list[str] = Field(
+        default_factory=list, description="Ids of the input events that made it true."
+    )
+
+
+class TagChange(_Record):
+    """One change of one user's tag (``streamtags.tags``)."""
+
+    change_id: str = Field(
+        description="Deterministic id: the same input produces the same id, so a redelivered "
+        "change can be deduplicated."
+    )
+    user_id: str = Field(description="The user; also the message key.")
+    tag: str = Field(description="Tag name, e.g. cart_abandoned.")
+    action: TagAction = Field(
+        description="applied (new), renewed (still true, expiry extended) or cleared."
+    )
+    category: Category = Field(description="risk, marketing, service or value.")
+    severity: Severity = Field(description="How urgent the tag is for people acting on it.")
+    ts: str = Field(description="Event time of the change, RFC 3339 UTC.")
+    emitted_at: str = Field(description="Wall-clock time the worker emitted it, RFC 3339 UTC.")
+    expires_at: str | None = Field(
+        description="When the tag lapses unless renewed, RFC 3339 UTC; null when cleared."
+    )
+    rule: RuleRef = Field(description="The rule that produced the change.")
+    evidence: Evidence = Field(description="The figures and event ids behind the change.")
+
+
+class TriggerItem(_Record):
+    """One product in an abandoned cart."""
+
+    sku: str = Field(description="Stock-keeping unit.")
+    quantity: int = Field(description="Units in the cart.")
+    unit_price: float | None = Field(description="Unit price shown, currency units, if known.")
+
+
+class CouponOffer(_Record):
+    """The coupon marketing should offer."""
+
+    discount_pct: float = Field(description="Discount in percent of the cart value.")
+    valid_until: str = Field(description="When the coupon lapses, RFC 3339 UTC.")
+
+
+class CouponTrigger(_Record):
+    """A cart-recovery coupon trigger (``streamtags.coupon-triggers``); one per cart."""
+
+    trigger_id: str = Field(description="Idempotency key: one per user and cart.")
+    user_id: str = Field(description="The user; also the message key.")
+    cart_id: str | None = Field(description="The abandoned cart, if the events named one.")
+    items: list[TriggerItem] = Field(description="Products in the cart when it was abandoned.")
+    cart_value: float = Field(description="Sum of quantity x unit price, currency units.")
+    abandoned_at: str = Field(description="Event time the cart counted as abandoned, RFC 3339.")
+    coupon: CouponOffer = Field(description="The offer to make.")
+    rule: RuleRef = Field(description="The rule that produced the trigger.")
+
+
+class DeadLetter(_Record):
+    """An input message that could not be accepted (``streamtags.dead-letter``)."""
+
+    topic: str = Field(description="Source topic.")
+    partition: int = Field(description="Source partition.")
+    offset: int = Field(description="Source offset.")
+    key_b64: str | None = Field(description="The message key, base64; null if it had none.")
+    value_b64: str = Field(description="The raw message value, base64.")
+    reason: str = Field(description="Why it was rejected, readable by a person.")
+    error_kind: Literal["not_json", "not_object", "invalid"] = Field(
+        description="not_json: unparseable; not_object: JSON but not an object; invalid: "
+        "failed the contract."
+    )
+    rejected_at: str = Field(description="Wall-clock time of rejection, RFC 3339 UTC.")
