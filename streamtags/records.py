@@ -9,7 +9,8 @@ Times are RFC 3339 strings in UTC with millisecond precision.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import functools
+import time
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,8 +36,17 @@ TagAction = Literal["applied", "renewed", "cleared"]
 
 def iso_ms(epoch_ms: int) -> str:
     """Format epoch milliseconds as RFC 3339 UTC, e.g. ``2026-11-22T10:00:00.000Z``."""
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ms % 1000:03d}Z"
+    seconds, millis = divmod(int(epoch_ms), 1000)
+    return f"{_iso_seconds(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=8192)
+def _iso_seconds(seconds: int) -> str:
+    t = time.gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+    )
 
 
 class _Record(BaseModel):

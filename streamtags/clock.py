@@ -1,0 +1,54 @@
+"""Event time for one partition: how far the engine may consider time to have gone.
+
+Each input stream of a partition has its own clock: the highest event time
+seen on it, and the wall-clock moment that was last seen. A stream that is
+quiet lets its event time advance with the wall clock, so deadlines of quiet
+users still fire; a stream that is busy but behind (a lagging orders topic
+during a replay) holds the partition back, so an order that has not been
+read yet can still cancel a deadline. The partition's watermark is the
+slowest stream's time minus the allowed lateness.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PartitionClock"]
+
+
+class PartitionClock:
+    """Watermark of one partition, over all its input streams."""
+
+    __slots__ = ("lateness_ms", "streams")
+
+    def __init__(self, *, lateness_ms: int) -> None:
+        self.lateness_ms = lateness_ms
+        #: stream -> [highest event time, wall-clock ms when that stream was last read]
+        self.streams: dict[str, list[int]] = {}
+
+    def observe(self, stream: str, event_ts_ms: int, now_ms: int) -> None:
+        """Record that an event of ``stream`` with time ``event_ts_ms`` was read at ``now_ms``."""
+        clock = self.streams.get(stream)
+        if clock is None:
+            self.streams[stream] = [event_ts_ms, now_ms]
+        else:
+            if event_ts_ms > clock[0]:
+                clock[0] = event_ts_ms
+            clock[1] = now_ms
+
+    def watermark(self, now_ms: int) -> int | None:
+        """Event time (ms) up to which everything is taken as seen; None before any event."""
+        if not self.streams:
+            return None
+        slowest = min(high + max(0, now_ms - seen_at) for high, seen_at in self.streams.values())
+        return slowest - self.lateness_ms
+
+    def to_list(self) -> list[list[object]]:
+        """Plain data for the changelog (so a restarted worker keeps its time)."""
+        return [[stream, high, seen] for stream, (high, seen) in sorted(self.streams.items())]
+
+    def restore(self, data: list[list[object]]) -> None:
+        """Merge clocks read back from the changelog."""
+        for stream, high, seen in data:
+            assert isinstance(stream, str) and isinstance(high, int) and isinstance(seen, int)
+            clock = self.streams.get(stream)
+            if clock is None or high > clock[0]:
+                self.streams[stream] = [high, seen]

@@ -1,0 +1,638 @@
+"""Per-user rolling features: the state primitives rules are built from.
+
+A feature watches one or more input streams, keeps a small piece of state
+per user, and reports one value at an event time ``t`` (epoch ms, UTC):
+
+=============  ==============================================  =========
+kind           value at ``t``                                  type
+=============  ==============================================  =========
+count          matching events in ``(t - window, t]``          number
+sum/avg/       of a numeric field over the window              number
+min/max
+distinct       distinct values of a field in the window        number
+mode_count     events sharing the most common field value      number
+sequence       ``first`` followed by ``then`` within           number
+               ``within``, counted over the window
+gap            the user's usual interval between matching      duration
+               events (running mean, ms)
+=============  ==============================================  =========
+
+``count`` and ``sum`` with ``bucket`` keep per-bucket totals instead of raw
+events: long horizons (90-day RFM) cost one entry per bucket, never one per
+event; their window edges are exact to one bucket. Raw windows keep at most
+``cap`` entries (newest win), distinct sets at most ``cap`` values: memory per
+user is bounded whatever the user does, and a count saturates at ``cap``.
+
+Identical feature definitions in different rules share one state (the key
+is a hash of the definition), and changing a definition starts it afresh.
+"""
+
+from __future__ import annotations
+
+import bisect
+import operator
+import types
+import typing
+import zlib
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from streamtags.events import STREAMS, Event, Order
+from streamtags.expressions import ValueType
+
+__all__ = [
+    "FIELDS",
+    "Feature",
+    "FeatureSpecError",
+    "FieldInfo",
+    "Filter",
+    "build_feature",
+    "compile_filter",
+    "field_reader",
+]
+
+FieldKind = Literal["text", "number", "bool"]
+
+
+class FeatureSpecError(ValueError):
+    """A feature or filter definition cannot be compiled."""
+
+
+class FieldInfo(typing.NamedTuple):
+    """What a rule may read from an event field."""
+
+    kind: FieldKind
+    choices: frozenset[str] | None  # allowed values of an enumerated text field
+
+
+def _field_info(annotation: Any) -> FieldInfo | None:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _field_info(typing.get_args(annotation)[0])
+    if origin is Literal:
+        return FieldInfo("text", frozenset(str(a) for a in typing.get_args(annotation)))
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _field_info(inner[0]) if len(inner) == 1 else None
+    if annotation is str:
+        return FieldInfo("text", None)
+    if annotation is bool:
+        return FieldInfo("bool", None)
+    if annotation in (int, float):
+        return FieldInfo("number", None)
+    return None
+
+
+def _catalogue() -> dict[str, dict[str, FieldInfo]]:
+    fields: dict[str, dict[str, FieldInfo]] = {}
+    for stream, model in STREAMS.items():
+        known = {}
+        for name, spec in model.model_fields.items():
+            info = _field_info(spec.annotation)
+            if info is not None and name != "ts":
+                known[name] = info
+        # Virtual fields, computed from the event and the user's time zone.
+        known["local_hour"] = FieldInfo("number", None)
+        known["ts"] = FieldInfo("number", None)
+        fields[stream] = known
+    fields["orders"]["brand"] = FieldInfo("text", None)
+    fields["orders"]["item_count"] = FieldInfo("number", None)
+    return fields
+
+
+#: stream -> field -> what rules may do with it; includes the virtual fields
+#: ``local_hour`` (0-23 in the user's time zone), ``orders.brand`` (brand of the
+#: highest-value line) and ``orders.item_count``.
+FIELDS: dict[str, dict[str, FieldInfo]] = _catalogue()
+
+Reader = Callable[[Event, str | None], Any]
+Filter = Callable[[Event, str | None], bool]
+"""A compiled ``where``: ``(event, user time zone) -> matches``."""
+
+
+def _local_hour(event: Event, tz: str | None) -> int:
+    moment = datetime.fromtimestamp(event.ts / 1000, tz=ZoneInfo(tz) if tz else UTC)
+    return moment.hour
+
+
+def _main_brand(event: Event, tz: str | None) -> str | None:
+    assert type(event) is Order
+    best = None
+    best_value = -1.0
+    for item in event.items:
+        value = item.unit_price * item.quantity
+        if value > best_value and item.brand:
+            best, best_value = item.brand, value
+    return best
+
+
+def _item_count(event: Event, tz: str | None) -> int:
+    assert type(event) is Order
+    return sum(item.quantity for item in event.items)
+
+
+def field_reader(streams: Sequence[str], name: str) -> tuple[Reader, FieldInfo]:
+    """A function reading field ``name`` from events of every stream in ``streams``."""
+    infos = []
+    for stream in streams:
+        info = FIELDS[stream].get(name)
+        if info is None:
+            known = ", ".join(sorted(FIELDS[stream]))
+            raise FeatureSpecError(f"{stream} events have no field {name!r} (known: {known})")
+        infos.append(info)
+    if len({i.kind for i in infos}) > 1:
+        raise FeatureSpecError(f"field {name!r} has different types in {', '.join(streams)}")
+    info = infos[0]
+    if name == "local_hour":
+        return _local_hour, info
+    if name == "brand" and streams == ["orders"]:
+        return _main_brand, info
+    if name == "item_count":
+        return _item_count, info
+    return _attribute(name), info
+
+
+def _attribute(name: str) -> Reader:
+    getter = operator.attrgetter(name)
+    reader: Reader = lambda event, tz: getter(event)  # noqa: E731
+    reader.attribute = name  # type: ignore[attr-defined]
+    return reader
+
+
+_OPS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "present")
+
+
+def compile_filter(streams: Sequence[str], where: Mapping[str, Any] | None) -> Filter:
+    """Compile a ``where`` mapping into a filter; errors name the field and the problem.
+
+    ``{status: paid}`` equals; ``{status: [paid, created]}`` is one of;
+    ``{amount: {gte: 100}}`` compares (eq, ne, in, not_in, gt, gte, lt, lte,
+    present). All conditions must hold.
+    """
+    if not where:
+        return lambda event, tz: True
+    if not isinstance(where, Mapping):
+        raise FeatureSpecError("'where' must map field names to values or {op: value}")
+    checks: list[Filter] = []
+    for name, spec in where.items():
+        reader, info = field_reader(streams, str(name))
+        ops = (
+            spec if isinstance(spec, Mapping) else {"in" if isinstance(spec, list) else "eq": spec}
+        )
+        for op, value in ops.items():
+            checks.append(_compile_check(str(name), reader, info, str(op), value))
+    combined = checks[0]
+    for check in checks[1:]:
+        combined = _both(combined, check)
+    return combined
+
+
+def _both(first: Filter, second: Filter) -> Filter:
+    return lambda event, tz: first(event, tz) and second(event, tz)
+
+
+def _compile_check(name: str, reader: Reader, info: FieldInfo, op: str, value: Any) -> Filter:
+    if op not in _OPS:
+        raise FeatureSpecError(f"unknown operator {op!r} on {name!r} (known: {', '.join(_OPS)})")
+    if op == "present":
+        if not isinstance(value, bool):
+            raise FeatureSpecError(f"'present' on {name!r} takes true or false")
+        return lambda event, tz: (reader(event, tz) is not None) is value
+    values = value if op in ("in", "not_in") else [value]
+    if op in ("in", "not_in") and not isinstance(value, list):
+        raise FeatureSpecError(f"{op!r} on {name!r} takes a list")
+    for item in values:
+        _check_value(name, info, op, item)
+    attribute = getattr(reader, "attribute", None)
+    if op in ("in", "not_in"):
+        allowed = frozenset(values)
+        if op == "in" and attribute is not None:
+            get = operator.attrgetter(attribute)
+            return lambda event, tz: get(event) in allowed
+        if op == "in":
+            return lambda event, tz: reader(event, tz) in allowed
+        return lambda event, tz: reader(event, tz) not in allowed
+    if op == "eq" and attribute is not None:
+        get = operator.attrgetter(attribute)
+        return lambda event, tz: bool(get(event) == value)
+    compare: Callable[[Any, Any], bool] = {
+        "eq": lambda a, b: a == b,
+        "ne": lambda a, b: a != b,
+        "gt": lambda a, b: a is not None and a > b,
+        "gte": lambda a, b: a is not None and a >= b,
+        "lt": lambda a, b: a is not None and a < b,
+        "lte": lambda a, b: a is not None and a <= b,
+    }[op]
+    return lambda event, tz: bool(compare(reader(event, tz), value))
+
+
+def _check_value(name: str, info: FieldInfo, op: str, value: Any) -> None:
+    if info.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise FeatureSpecError(f"{name!r} is a number; {value!r} is not")
+    elif info.kind == "bool":
+        if op in ("gt", "gte", "lt", "lte") or not isinstance(value, bool):
+            raise FeatureSpecError(f"{name!r} is true/false; use eq/ne with true or false")
+    else:
+        if op in ("gt", "gte", "lt", "lte"):
+            raise FeatureSpecError(f"{name!r} is text; {op!r} compares numbers")
+        if not isinstance(value, str):
+            raise FeatureSpecError(f"{name!r} is text; {value!r} is not")
+        if info.choices is not None and value not in info.choices:
+            raise FeatureSpecError(
+                f"{value!r} is not a possible {name!r} (one of {', '.join(sorted(info.choices))})"
+            )
+
+
+class Feature:
+    """One compiled feature. State is plain JSON-able data owned by the user state."""
+
+    value_type: ValueType = "number"
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        streams: tuple[str, ...],
+        where: Filter,
+        where_spec: Mapping[str, Any] | None,
+        window_ms: int,
+    ) -> None:
+        self.key = key
+        self.streams = streams
+        self.where = where
+        #: the raw ``where`` mapping; features with equal specs share one filter run per event
+        self.where_spec = where_spec
+        self.window_ms = window_ms
+
+    def update(self, data: Any, event: Event, tz: str | None) -> Any:
+        """Fold an event that passed ``where`` into ``data`` (None when new); return it."""
+        raise NotImplementedError
+
+    def value(self, data: Any, t_ms: int) -> float:
+        """The feature's value at event time ``t_ms``."""
+        raise NotImplementedError
+
+    def prune(self, data: Any, t_ms: int) -> Any:
+        """Drop what can no longer count at or after ``t_ms``; None when nothing is left."""
+        return data
+
+    def next_change_ms(self, data: Any, t_ms: int) -> int | None:
+        """When the value next changes without new events (an entry leaving the window)."""
+        return None
+
+    def shown(self, data: Any, t_ms: int) -> list[str] | None:
+        """Values worth showing as evidence (distinct IPs, say), or None."""
+        return None
+
+    def pack(self, data: Any, base_ms: int) -> Any:
+        """Compact form for storage: times as milliseconds before ``base_ms``."""
+        return data
+
+    def unpack(self, packed: Any, base_ms: int) -> Any:
+        """Inverse of :meth:`pack`."""
+        return packed
+
+
+class _RawWindow(Feature):
+    """Entries ``[ts, value]`` sorted by time, at most ``cap`` of them."""
+
+    def __init__(self, *, agg: str, reader: Reader | None, cap: int, **common: Any) -> None:
+        super().__init__(**common)
+        self.agg = agg
+        self.reader = reader
+        self.cap = cap
+
+    def update(self, data: Any, event: Event, tz: str | None) -> Any:
+        entries: list[list[Any]] = data if data is not None else []
+        value = self.reader(event, tz) if self.reader is not None else 1
+        if value is None:
+            return data
+        entry = [event.ts, value]
+        if not entries or entries[-1][0] <= event.ts:
+            entries.append(entry)
+        else:
+            bisect.insort(entries, entry, key=lambda e: e[0])
+        if len(entries) > self.cap:
+            del entries[: len(entries) - self.cap]
+        return entries
+
+    def _live(self, data: Any, t_ms: int) -> list[Any]:
+        start = t_ms - self.window_ms
+        if data[0][0] > start and data[-1][0] <= t_ms:
+            return [v for _, v in data]  # the common case: everything is in the window
+        return [v for ts, v in data if start < ts <= t_ms]
+
+    def value(self, data: Any, t_ms: int) -> float:
+        if not data:
+            return 0.0
+        agg = self.agg
+        if agg == "count":
+            start = t_ms - self.window_ms
+            if data[0][0] > start and data[-1][0] <= t_ms:
+                return float(len(data))
+            return float(sum(1 for ts, _ in data if start < ts <= t_ms))
+        live = self._live(data, t_ms)
+        if not live:
+            return 0.0
+        if agg == "sum":
+            return float(sum(live))
+        if agg == "avg":
+            return float(sum(live)) / len(live)
+        if agg == "min":
+            return float(min(live))
+        if agg == "max":
+            return float(max(live))
+        return float(max(Counter(live).values()))  # mode_count
+
+    def prune(self, data: Any, t_ms: int) -> Any:
+        if not data:
+            return None
+        start = t_ms - self.window_ms
+        if data[0][0] > start:
+            return data
+        kept = [e for e in data if e[0] > start]
+        return kept or None
+
+    def next_change_ms(self, data: Any, t_ms: int) -> int | None:
+        if not data:
+            return None
+        for ts, _ in data:
+            if ts + self.window_ms > t_ms:
+                return int(ts + self.window_ms)
+        return None
+
+    def pack(self, data: Any, base_ms: int) -> Any:
+        if self.reader is None:  # a count: every value is 1, keep the times only
+            return [base_ms - ts for ts, _ in data]
+        return [[base_ms - ts, v] for ts, v in data]
+
+    def unpack(self, packed: Any, base_ms: int) -> Any:
+        if self.reader is None:
+            return [[base_ms - ago, 1] for ago in packed]
+        return [[base_ms - ago, v] for ago, v in packed]
+
+
+class _Buckets(Feature):
+    """``[[bucket_index, total], ...]`` with bucket index = ts // bucket_ms."""
+
+    def __init__(self, *, agg: str, reader: Reader | None, bucket_ms: int, **common: Any) -> None:
+        super().__init__(**common)
+        self.agg = agg
+        self.reader = reader
+        self.bucket_ms = bucket_ms
+
+    def update(self, data: Any, event: Event, tz: str | None) -> Any:
+        buckets: list[list[float]] = data if data is not None else []
+        amount = self.reader(event, tz) if self.reader is not None else 1
+        if amount is None:
+            return data
+        index = event.ts // self.bucket_ms
+        for bucket in reversed(buckets):
+            if bucket[0] == index:
+                bucket[1] += amount
+                return buckets
+        buckets.append([index, amount])
+        buckets.sort(key=lambda b: b[0])
+        return buckets
+
+    def value(self, data: Any, t_ms: int) -> float:
+        if not data:
+            return 0.0
+        low = (t_ms - self.window_ms) // self.bucket_ms
+        high = t_ms // self.bucket_ms
+        if data[0][0] > low and data[-1][0] <= high:
+            return float(sum(total for _, total in data))
+        return float(sum(total for index, total in data if low < index <= high))
+
+    def prune(self, data: Any, t_ms: int) -> Any:
+        if not data:
+            return None
+        low = (t_ms - self.window_ms) // self.bucket_ms
+        kept = [b for b in data if b[0] > low]
+        return kept or None
+
+    def next_change_ms(self, data: Any, t_ms: int) -> int | None:
+        if not data:
+            return None
+        for index, _ in data:
+            leaves = int((index + 1) * self.bucket_ms + self.window_ms)
+            if leaves > t_ms:
+                return leaves
+        return None
+
+
+class _Distinct(Feature):
+    """``[[value, last_seen_ts], ...]``, at most ``cap`` values (most recent win)."""
+
+    def __init__(self, *, reader: Reader, cap: int, **common: Any) -> None:
+        super().__init__(**common)
+        self.reader = reader
+        self.cap = cap
+
+    def update(self, data: Any, event: Event, tz: str | None) -> Any:
+        value = self.reader(event, tz)
+        if value is None:
+            return data
+        seen: list[list[Any]] = data if data is not None else []
+        for entry in seen:
+            if entry[0] == value:
+                entry[1] = max(entry[1], event.ts)
+                break
+        else:
+            seen.append([value, event.ts])
+            if len(seen) > self.cap:
+                seen.sort(key=lambda e: e[1])
+                del seen[0]
+        return seen
+
+    def value(self, data: Any, t_ms: int) -> float:
+        if not data:
+            return 0.0
+        start = t_ms - self.window_ms
+        return float(sum(1 for _, ts in data if start < ts <= t_ms))
+
+    def shown(self, data: Any, t_ms: int) -> list[str] | None:
+        start = t_ms - self.window_ms
+        return sorted(str(v) for v, ts in data or () if start < ts <= t_ms)
+
+    def prune(self, data: Any, t_ms: int) -> Any:
+        if not data:
+            return None
+        start = t_ms - self.window_ms
+        kept = [e for e in data if e[1] > start]
+        return kept or None
+
+    def next_change_ms(self, data: Any, t_ms: int) -> int | None:
+        if not data:
+            return None
+        times = [ts + self.window_ms for _, ts in data if ts + self.window_ms > t_ms]
+        return int(min(times)) if times else None
+
+    def pack(self, data: Any, base_ms: int) -> Any:
+        return [[v, base_ms - ts] for v, ts in data]
+
+    def unpack(self, packed: Any, base_ms: int) -> Any:
+        return [[v, base_ms - ago] for v, ago in packed]
+
+
+class _Sequence(Feature):
+    """``[pending_first_ts | None, [match_ts, ...]]``: first then ``then`` within ``within``."""
+
+    def __init__(
+        self, *, first: Filter, then: Filter, within_ms: int, cap: int, **common: Any
+    ) -> None:
+        super().__init__(**common)
+        self.first = first
+        self.then = then
+        self.within_ms = within_ms
+        self.cap = cap
+
+    def update(self, data: Any, event: Event, tz: str | None) -> Any:
+        pending, matches = data if data is not None else [None, []]
+        if (
+            self.then(event, tz)
+            and pending is not None
+            and 0 <= event.ts - pending <= self.within_ms
+        ):
+            if event.ts not in matches:
+                matches.append(event.ts)
+                matches.sort()
+                del matches[: max(0, len(matches) - self.cap)]
+            pending = None  # each first completes at most one sequence
+        elif self.first(event, tz):
+            pending = event.ts if pending is None else max(pending, event.ts)
+        return [pending, matches]
+
+    def value(self, data: Any, t_ms: int) -> float:
+        if not data:
+            return 0.0
+        start = t_ms - self.window_ms
+        return float(sum(1 for ts in data[1] if start < ts <= t_ms))
+
+    def prune(self, data: Any, t_ms: int) -> Any:
+        if not data:
+            return None
+        pending, matches = data
+        start = t_ms - self.window_ms
+        matches = [ts for ts in matches if ts > start]
+        if pending is not None and t_ms - pending > self.within_ms:
+            pending = None
+        return [pending, matches] if pending is not None or matches else None
+
+    def next_change_ms(self, data: Any, t_ms: int) -> int | None:
+        if not data:
+            return None
+        times = [ts + self.window_ms for ts in data[1] if ts + self.window_ms > t_ms]
+        return int(min(times)) if times else None
+
+    def pack(self, data: Any, base_ms: int) -> Any:
+        pending, matches = data
+        return [None if pending is None else base_ms - pending, [base_ms - ts for ts in matches]]
+
+    def unpack(self, packed: Any, base_ms: int) -> Any:
+        pending, matches = packed
+        return [None if pending is None else base_ms - pending, [base_ms - ago for ago in matches]]
+
+
+class _Gap(Feature):
+    """``[last_ts, mean_gap_ms, gaps]``: the running mean of intervals (last 20 weigh most)."""
+
+    value_type: ValueType = "duration"
+
+    def update(self, data: Any, event: Event, tz: str | None) -> Any:
+        if data is None:
+            return [event.ts, 0, 0]
+        last, mean, gaps = data
+        if event.ts <= last:
+            return data  # late or repeated: the interval is not new information
+        gap = event.ts - last
+        weight = min(gaps + 1, 20)
+        return [event.ts, round(mean + (gap - mean) / weight), gaps + 1]
+
+    def value(self, data: Any, t_ms: int) -> float:
+        return float(data[1]) if data and data[2] else 0.0
+
+    def pack(self, data: Any, base_ms: int) -> Any:
+        return [base_ms - data[0], data[1], data[2]]
+
+    def unpack(self, packed: Any, base_ms: int) -> Any:
+        return [base_ms - packed[0], packed[1], packed[2]]
+
+
+KINDS = ("count", "sum", "avg", "min", "max", "distinct", "mode_count", "sequence", "gap")
+
+
+def build_feature(
+    spec: Mapping[str, Any],
+    *,
+    parse_duration: Callable[[Any], int],
+) -> Feature:
+    """Compile one feature definition (a mapping from a rule file)."""
+    kinds = [k for k in KINDS if k in spec]
+    if len(kinds) != 1:
+        raise FeatureSpecError(f"a feature needs exactly one of: {', '.join(KINDS)}")
+    kind = kinds[0]
+    allowed = {kind, "on", "where", "window", "bucket", "cap", "first", "then", "within"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise FeatureSpecError(f"unknown feature keys: {', '.join(sorted(unknown))}")
+    on = spec.get("on")
+    streams = [on] if isinstance(on, str) else list(on or [])
+    if not streams or any(s not in STREAMS for s in streams):
+        raise FeatureSpecError(f"'on' must name input streams ({', '.join(STREAMS)}), got {on!r}")
+    window_ms = parse_duration(spec["window"]) if "window" in spec else 0
+    if kind != "gap" and not window_ms:
+        raise FeatureSpecError(f"a {kind} feature needs a 'window'")
+    cap = int(spec.get("cap", 64))
+    if not 1 <= cap <= 10_000:
+        raise FeatureSpecError("'cap' must be between 1 and 10000")
+    canonical = orjson.dumps(
+        {k: spec[k] for k in sorted(spec)} | {"window_ms": window_ms}, default=str
+    )
+    key = format(zlib.crc32(canonical), "08x")[:6]
+    common: dict[str, Any] = {
+        "key": key,
+        "streams": tuple(streams),
+        "where": compile_filter(streams, spec.get("where")),
+        "where_spec": spec.get("where"),
+        "window_ms": window_ms,
+    }
+    if kind == "gap":
+        return _Gap(**common)
+    if kind == "sequence":
+        if not isinstance(spec[kind], Mapping) or "within" not in spec:
+            raise FeatureSpecError(
+                "a sequence needs 'sequence: {first: ..., then: ...}' and 'within'"
+            )
+        seq = spec[kind]
+        return _Sequence(
+            first=compile_filter(streams, seq.get("first")),
+            then=compile_filter(streams, seq.get("then")),
+            within_ms=parse_duration(spec["within"]),
+            cap=cap,
+            **common,
+        )
+    if kind == "count" and spec[kind] not in (True, "events"):
+        raise FeatureSpecError("write 'count: events'")
+    reader: Reader | None = None
+    if kind not in ("count",):
+        reader, info = field_reader(streams, str(spec[kind]))
+        if kind in ("sum", "avg", "min", "max") and info.kind != "number":
+            raise FeatureSpecError(f"{kind} needs a numeric field; {spec[kind]!r} is {info.kind}")
+    if kind == "distinct":
+        assert reader is not None
+        return _Distinct(reader=reader, cap=cap, **common)
+    if "bucket" in spec:
+        if kind not in ("count", "sum"):
+            raise FeatureSpecError("'bucket' works with count and sum")
+        bucket_ms = parse_duration(spec["bucket"])
+        if bucket_ms > window_ms:
+            raise FeatureSpecError("'bucket' must not be longer than 'window'")
+        return _Buckets(agg=kind, reader=reader, bucket_ms=bucket_ms, **common)
+    return _RawWindow(agg=kind, reader=reader, cap=cap, **common)

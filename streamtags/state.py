@@ -1,0 +1,162 @@
+"""One user's state, and its compact versioned bytes.
+
+Everything the engine knows about a user lives here, so a worker that
+takes over a partition rebuilds it from the changelog alone: feature data,
+live tags, pending deadlines (with cart contents), what already fired,
+the user's time zone and consent, and the highest input offset applied per
+source topic (which makes replays after a crash idempotent).
+
+All times are epoch milliseconds, UTC, on event time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import orjson
+
+__all__ = ["FORMAT_VERSION", "Packer", "StateFormatError", "UserState"]
+
+#: First byte of every serialised state; bump when the layout changes.
+FORMAT_VERSION = 1
+
+_SHORT = {"orders": "o", "browse": "b", "logins": "l", "accounts": "a"}
+_LONG = {v: k for k, v in _SHORT.items()}
+
+
+class Packer(Protocol):
+    """Turns one feature's data into its compact stored form and back."""
+
+    def pack(self, data: Any, base_ms: int) -> Any:
+        """Stored form, with times relative to ``base_ms``."""
+
+    def unpack(self, packed: Any, base_ms: int) -> Any:
+        """Data from the stored form."""
+
+
+def _rel(times: Mapping[str, int], base: int) -> dict[str, int]:
+    return {k: base - v for k, v in times.items()}
+
+
+def _abs(times: Mapping[str, int], base: int) -> dict[str, int]:
+    return {k: base - v for k, v in times.items()}
+
+
+class StateFormatError(ValueError):
+    """Stored state bytes are not a state this version can read."""
+
+
+class UserState:
+    """Per-user engine state. Mutable; owned by one partition's engine."""
+
+    __slots__ = (
+        "features",
+        "fired",
+        "last_applied",
+        "latest_ts",
+        "offsets",
+        "pending",
+        "personalization",
+        "stops",
+        "tags",
+        "tz",
+    )
+
+    def __init__(self) -> None:
+        #: feature key -> that feature's data (see streamtags.features)
+        self.features: dict[str, Any] = {}
+        #: tag -> [applied_at, expires_at]
+        self.tags: dict[str, list[int]] = {}
+        #: tag -> when it was last applied (for cooldowns)
+        self.last_applied: dict[str, int] = {}
+        #: rule -> match key -> [first_start_ts, deadline, [event ids], {sku: [qty, price]}]
+        self.pending: dict[str, dict[str, list[Any]]] = {}
+        #: rule -> match key -> when it fired (one trigger per cart)
+        self.fired: dict[str, dict[str, int]] = {}
+        #: rule -> match key -> latest stop event time (stops that overtook their start)
+        self.stops: dict[str, dict[str, int]] = {}
+        self.tz: str | None = None
+        self.personalization: bool = True
+        #: source stream -> highest offset applied
+        self.offsets: dict[str, int] = {}
+        #: the user's highest event time seen
+        self.latest_ts: int = 0
+
+    def to_bytes(self, packers: Mapping[str, Packer]) -> bytes:
+        """Compact versioned bytes: one version byte, then JSON with every time stored
+        as milliseconds before the user's latest event (short numbers). Features
+        without a packer (their rule is gone) are dropped."""
+        base = self.latest_ts
+        body = [
+            base,
+            {_SHORT.get(k, k): v for k, v in self.offsets.items()},
+            self.tz,
+            1 if self.personalization else 0,
+            {
+                key: packers[key].pack(data, base)
+                for key, data in self.features.items()
+                if key in packers
+            },
+            {
+                tag: [base - applied, base - expires]
+                for tag, (applied, expires) in self.tags.items()
+            },
+            _rel(self.last_applied, base),
+            {
+                rule: {
+                    key: [base - first, base - deadline, ids, cart]
+                    for key, (first, deadline, ids, cart) in entries.items()
+                }
+                for rule, entries in self.pending.items()
+            },
+            {rule: _rel(markers, base) for rule, markers in self.fired.items()},
+            {rule: _rel(markers, base) for rule, markers in self.stops.items()},
+        ]
+        return bytes((FORMAT_VERSION,)) + orjson.dumps(body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, packers: Mapping[str, Packer]) -> UserState:
+        """Read bytes written by :meth:`to_bytes`; raises :class:`StateFormatError`."""
+        if not data or data[0] != FORMAT_VERSION:
+            raise StateFormatError(
+                f"state format {data[0] if data else None} is not {FORMAT_VERSION}"
+            )
+        try:
+            (
+                latest_ts,
+                offsets,
+                tz,
+                personalization,
+                features,
+                tags,
+                last_applied,
+                pending,
+                fired,
+                stops,
+            ) = orjson.loads(data[1:])
+            base = int(latest_ts)
+            state = cls()
+            state.latest_ts = base
+            state.offsets = {_LONG.get(k, k): v for k, v in offsets.items()}
+            state.tz = tz
+            state.personalization = bool(personalization)
+            state.features = {
+                key: packers[key].unpack(packed, base)
+                for key, packed in features.items()
+                if key in packers
+            }
+            state.tags = {tag: [base - a, base - e] for tag, (a, e) in tags.items()}
+            state.last_applied = _abs(last_applied, base)
+            state.pending = {
+                rule: {
+                    key: [base - first, base - deadline, ids, cart]
+                    for key, (first, deadline, ids, cart) in entries.items()
+                }
+                for rule, entries in pending.items()
+            }
+            state.fired = {rule: _abs(markers, base) for rule, markers in fired.items()}
+            state.stops = {rule: _abs(markers, base) for rule, markers in stops.items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StateFormatError(f"unreadable state: {exc}") from None
+        return state
