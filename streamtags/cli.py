@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_later_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Commands of the rule engine and the live product (registered by their modules)."""
+    from streamtags import rules_cli
+
+    rules_cli.register(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

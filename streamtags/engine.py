@@ -113,10 +113,15 @@ class Engine:
         self.rules = ruleset.rules
         features: dict[str, Feature] = {}
         rules_of_feature: dict[str, list[Rule]] = {}
+        retain: dict[str, int] = {}
         for rule in self.rules:
             for feature in rule.features.values():
                 features.setdefault(feature.key, feature)
                 rules_of_feature.setdefault(feature.key, []).append(rule)
+                retain[feature.key] = max(retain.get(feature.key, 0), feature.window_ms)
+        for rule in self.rules:
+            for feature in rule.features.values():
+                feature.retain_ms = retain[feature.key]
         self.features = features
         self.rules_of_feature = rules_of_feature
         # Per stream, features grouped by identical ``where``: each filter runs
@@ -195,6 +200,15 @@ class Partition:
                 del state.features[key]
             else:
                 state.features[key] = kept
+        # A stop marker only matters for a start read a little later (within the
+        # allowed lateness); fired markers stay (one trigger per cart).
+        oldest = horizon - self.engine.lateness_ms
+        for name, markers in list(state.stops.items()):
+            kept = {key: ts for key, ts in markers.items() if ts >= oldest}
+            if kept:
+                state.stops[name] = kept
+            else:
+                del state.stops[name]
         return state.to_bytes(self.engine.features)
 
     def load_bytes(self, user_id: str, data: bytes) -> UserState:
@@ -356,7 +370,8 @@ class Partition:
                 if rule.cooldown_ms and last is not None and t - last < rule.cooldown_ms:
                     return
                 state.tags[rule.tag] = [t, expires]
-                state.last_applied[rule.tag] = t
+                if rule.cooldown_ms:
+                    state.last_applied[rule.tag] = t
                 out.changes.append(
                     self._change(
                         rule,
@@ -498,7 +513,7 @@ class Partition:
             del pending[key]  # type: ignore[union-attr]
             if not pending:
                 del state.pending[rule.name]
-        else:
+        elif key or not absence.match:  # an order without a cart cancels no cart
             stops = state.stops.setdefault(rule.name, {})
             stops[key] = max(stops.get(key, 0), event.ts)
             _trim(stops)
@@ -663,7 +678,8 @@ class Partition:
         what += f", {rule.absence.match} {key})" if rule.absence and rule.absence.match else ")"
         if live is None:
             state.tags[rule.tag] = [deadline, expires]
-            state.last_applied[rule.tag] = deadline
+            if rule.cooldown_ms:
+                state.last_applied[rule.tag] = deadline
             action = "applied"
         else:
             live[1] = max(live[1], expires)

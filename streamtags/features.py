@@ -269,6 +269,8 @@ class Feature:
         #: the raw ``where`` mapping; features with equal specs share one filter run per event
         self.where_spec = where_spec
         self.window_ms = window_ms
+        #: how long data is kept: the longest window of the features sharing this key
+        self.retain_ms = window_ms
 
     def update(self, data: Any, event: Event, tz: str | None) -> Any:
         """Fold an event that passed ``where`` into ``data`` (None when new); return it."""
@@ -353,7 +355,7 @@ class _RawWindow(Feature):
     def prune(self, data: Any, t_ms: int) -> Any:
         if not data:
             return None
-        start = t_ms - self.window_ms
+        start = t_ms - self.retain_ms
         if data[0][0] > start:
             return data
         kept = [e for e in data if e[0] > start]
@@ -413,7 +415,7 @@ class _Buckets(Feature):
     def prune(self, data: Any, t_ms: int) -> Any:
         if not data:
             return None
-        low = (t_ms - self.window_ms) // self.bucket_ms
+        low = (t_ms - self.retain_ms) // self.bucket_ms
         kept = [b for b in data if b[0] > low]
         return kept or None
 
@@ -464,7 +466,7 @@ class _Distinct(Feature):
     def prune(self, data: Any, t_ms: int) -> Any:
         if not data:
             return None
-        start = t_ms - self.window_ms
+        start = t_ms - self.retain_ms
         kept = [e for e in data if e[1] > start]
         return kept or None
 
@@ -519,7 +521,7 @@ class _Sequence(Feature):
         if not data:
             return None
         pending, matches = data
-        start = t_ms - self.window_ms
+        start = t_ms - self.retain_ms
         matches = [ts for ts in matches if ts > start]
         if pending is not None and t_ms - pending > self.within_ms:
             pending = None
@@ -592,9 +594,9 @@ def build_feature(
     cap = int(spec.get("cap", 64))
     if not 1 <= cap <= 10_000:
         raise FeatureSpecError("'cap' must be between 1 and 10000")
-    canonical = orjson.dumps(
-        {k: spec[k] for k in sorted(spec)} | {"window_ms": window_ms}, default=str
-    )
+    # The window is not part of the key: "paid orders over 30 days" and "over 90
+    # days" share one state, kept for the longest window that reads it.
+    canonical = orjson.dumps({k: spec[k] for k in sorted(spec) if k != "window"}, default=str)
     key = format(zlib.crc32(canonical), "08x")[:6]
     common: dict[str, Any] = {
         "key": key,
