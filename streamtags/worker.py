@@ -1,40 +1,113 @@
 """The Faust worker: a thin shell that moves bytes in and out of the engine.
 
-One agent reads all four input topics (raw bytes, never Faust-decoded) in
-batches, decodes them (:mod:`streamtags.ingest`), sends rejects to the
-dead-letter topic and awaits their delivery before the batch is acked.
+One agent reads all four input topics as raw bytes (Faust never decodes
+them, so bad input cannot crash it) in batches. For each batch it decodes
+(:mod:`streamtags.ingest`), dead-letters rejects, runs the engine and ships
+tag changes to Kafka and Redis (:mod:`streamtags.live`). Events are acked
+only after the states they changed were written to the changelog, which
+happens at most once per changed user per commit interval; a timer fires
+deadlines for quiet users between batches. Pages: ``/metrics``,
+``/health`` and ``GET /v1/users/{user_id}/tags``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, cast
 
 import faust
 from faust.web import Request, Response, View
+from mode.utils.futures import notify
 
 from streamtags.codec import encode
+from streamtags.engine import Engine
 from streamtags.ingest import RawMessage, decode_batch
+from streamtags.live import LiveTagger
+from streamtags.lookup import AsyncTagClient
 from streamtags.metrics import Metrics
+from streamtags.redis_sink import RedisSink
+from streamtags.rulebook import load_rules
 from streamtags.settings import Settings
+from streamtags.table_store import TableStore
 from streamtags.topics import ensure_topics
 
-__all__ = ["create_app", "run_worker"]
+__all__ = ["create_app", "run_worker", "state_table_name"]
 
 log = logging.getLogger("streamtags.worker")
 
 #: Most events taken from the stream per batch, and the longest wait to fill one.
 BATCH_MAX_EVENTS = 2000
 BATCH_WITHIN_S = 0.02
+#: RocksDB per-partition sizes; Faust's defaults (64 MiB x3 write buffers and a
+#: 2 GiB block cache per partition) are far too big for a small worker.
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 8 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024 * 1024,
+    "block_cache_size": 32 * 1024 * 1024,
+    "block_cache_compressed_size": 8 * 1024 * 1024,
+}
+
+
+def state_table_name() -> str:
+    """Name of the user-state table; its changelog is ``{app_id}-user-state-changelog``."""
+    return "user-state"
+
+
+async def _take_unacked(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:
+    """Like Faust's ``Stream.take_events`` but leaves acking to the caller.
+
+    Yields a list of events at most every ``within_s`` (an empty list when
+    nothing arrived, so the caller can still flush and ack on time).
+    """
+    events: list[Any] = []
+    full = asyncio.Event()
+    consumed = asyncio.Event()
+    consuming: asyncio.Future[None] | None = None
+
+    async def add(value: Any) -> Any:
+        nonlocal consuming
+        if consuming is not None:
+            try:
+                await consuming
+            finally:
+                consuming = None
+        events.append(stream.current_event)
+        if len(events) >= max_events:
+            full.set()
+            consumed.clear()
+            await stream.wait(consumed)
+        return value
+
+    stream.enable_acks = False
+    stream.add_processor(add)
+    stream._enable_passive(stream.channel.__aiter__())
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(full, timeout=within_s)
+            consuming = stream.loop.create_future()
+            try:
+                yield list(events)
+            finally:
+                events.clear()
+                notify(consuming)
+                full.clear()
+                consumed.set()
+    finally:
+        stream._processors.remove(add)
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.App:
     """Build the Faust app for ``settings``; nothing connects until it runs."""
     metrics_: Metrics = metrics or Metrics()
+    ruleset = load_rules(settings.rules_dir, time_scale=settings.time_scale)
+    engine = Engine(ruleset, lateness_ms=settings.lateness_ms)
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -48,12 +121,24 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
-        # Tables are served from Redis, not from worker memory.
+        # Tags are served from Redis, never from worker memory.
         web_tables_enabled=False,
         web_router_enabled=False,
         web_stats_enabled=False,
         producer_acks=-1,
     )
+
+    def raw_topic(name: str) -> Any:
+        # Values stay raw bytes: Faust must never decode them (FAUST-NOTES.md).
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
     topic_of_stream = settings.inputs.by_stream()
     stream_of_topic = {topic: stream for stream, topic in topic_of_stream.items()}
     inputs = app.topic(
@@ -61,65 +146,143 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         key_type=bytes,
         value_type=bytes,
         partitions=settings.partitions,
-        # Values stay raw bytes: Faust must never decode them (FAUST-NOTES.md).
         key_serializer="raw",
         value_serializer="raw",
     )
-    dead_letters = app.topic(
-        settings.outputs.dead_letter,
-        key_type=bytes,
+    dead_letters = raw_topic(settings.outputs.dead_letter)
+    tags_topic = raw_topic(settings.outputs.tags)
+    risk_topic = raw_topic(settings.outputs.risk_tags)
+    coupons_topic = raw_topic(settings.outputs.coupon_triggers)
+    table = app.Table(
+        state_table_name(),
+        key_type=bytes,  # raw bytes in and out: the engine owns the state format
         value_type=bytes,
         partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
+        options=dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None,
+    )
+    redis_sink = RedisSink(
+        redis_url=settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        timeout_ms=settings.redis_timeout_ms,
+    )
+
+    async def send_to(topic: Any, key: bytes, value: bytes) -> Any:
+        return await topic.send(key=key, value=value)
+
+    tagger = LiveTagger(
+        engine,
+        TableStore(table, partitions=settings.partitions),
+        send_tag=lambda k, v: send_to(tags_topic, k, v),
+        send_risk=lambda k, v: send_to(risk_topic, k, v),
+        send_trigger=lambda k, v: send_to(coupons_topic, k, v),
+        redis=redis_sink,
+        metrics=metrics_,
     )
     consumed: Counter[str] = Counter()
     rejected: Counter[str] = Counter()
+    input_topics = set(stream_of_topic)
+
+    def assigned_partitions() -> set[int]:
+        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in input_topics}
+
+    @table.on_recover
+    async def rebuild_partitions() -> None:
+        numbers = assigned_partitions()
+        tagger.assign(numbers)
+        log.info("own input partitions %s", sorted(numbers))
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def flush_before_revoke(app: faust.App, revoked: Any, **_: Any) -> None:
+        written = tagger.flush()
+        log.info("flushed %d user states before giving up %d partitions", written, len(revoked))
 
     @app.agent(inputs, concurrency=1)
-    async def ingest(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_MAX_EVENTS, within=BATCH_WITHIN_S):
-            messages = [
-                RawMessage(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value or b"",
-                )
-                for e in events
-            ]
-            batch = decode_batch(
-                messages, stream_of_topic=stream_of_topic, now_ms=int(time.time() * 1000)
+    async def tag_users(stream: Any) -> None:
+        unacked: list[Any] = []
+        trigger_deliveries: list[Any] = []
+        async for events in _take_unacked(stream, BATCH_MAX_EVENTS, BATCH_WITHIN_S):
+            if events:
+                trigger_deliveries.extend(await handle(events))
+                unacked.extend(events)
+            if unacked and time.time() - tagger.last_flush >= settings.commit_interval_s:
+                tagger.flush()
+                for delivery in trigger_deliveries:
+                    await delivery  # a coupon trigger must land before its events are acked
+                trigger_deliveries.clear()
+                for event in unacked:
+                    await stream.ack(event)
+                unacked.clear()
+
+    async def handle(events: list[Any]) -> list[Any]:
+        messages = [
+            RawMessage(
+                e.message.topic,
+                e.message.partition,
+                e.message.offset,
+                e.message.key,
+                e.message.value or b"",
             )
-            deliveries = [
-                await dead_letters.send(key=raw.key, value=encode(letter))
-                for raw, letter in batch.rejected
-            ]
-            for delivery in deliveries:
-                await delivery  # a dead letter must land before its offset is committed
-            for _, letter in batch.rejected:
-                rejected[letter.topic] += 1
-                metrics_.events_rejected.labels(letter.topic, letter.error_kind).inc()
-                log.warning(
-                    "dead-lettered %s[%d]@%d: %s",
-                    letter.topic,
-                    letter.partition,
-                    letter.offset,
-                    letter.reason,
-                )
-            for source, count in Counter(d.source for d in batch.events).items():
-                consumed[source] += count
-                metrics_.events_consumed.labels(topic_of_stream[source]).inc(count)
+            for e in events
+        ]
+        batch = decode_batch(
+            messages, stream_of_topic=stream_of_topic, now_ms=int(time.time() * 1000)
+        )
+        deliveries = [
+            await dead_letters.send(key=raw.key, value=encode(letter))
+            for raw, letter in batch.rejected
+        ]
+        for delivery in deliveries:
+            await delivery  # a dead letter must land before its offset is committed
+        for _, letter in batch.rejected:
+            rejected[letter.topic] += 1
+            metrics_.events_rejected.labels(letter.topic, letter.error_kind).inc()
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s",
+                letter.topic,
+                letter.partition,
+                letter.offset,
+                letter.reason,
+            )
+        for source, count in Counter(d.source for d in batch.events).items():
+            consumed[source] += count
+            metrics_.events_consumed.labels(topic_of_stream[source]).inc(count)
+        metrics_.batch_size.observe(len(events))
+        return await tagger.process(batch.events)
+
+    @app.timer(interval=settings.tick_interval_s)  # type: ignore[untyped-decorator]
+    async def fire_deadlines() -> None:
+        if app.rebalancing:
+            return
+        deliveries = await tagger.tick()
+        for delivery in deliveries:
+            await delivery
+        if tagger.dirty and time.time() - tagger.last_flush >= settings.commit_interval_s:
+            tagger.flush()
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def log_counters() -> None:
         if consumed or rejected:
             log.info(
-                "events valid %s; rejected %s",
+                "events valid %s; rejected %s; redis queued %d",
                 dict(sorted(consumed.items())),
                 dict(sorted(rejected.items())),
+                redis_sink.queued_users,
             )
+
+    lookup = AsyncTagClient(
+        redis_url=settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        timeout_ms=max(settings.redis_timeout_ms, 200),
+    )
+
+    @app.page("/v1/users/{user_id}/tags")
+    class UserTagsView(View):
+        async def get(self, request: Request, user_id: str) -> Response:
+            failed: list[Any] = []
+            tags = await lookup.tags(user_id, default=failed)
+            if tags is failed:
+                return self.json({"user_id": user_id, "error": "tag store unavailable"}, status=503)
+            return self.json({"user_id": user_id, "tags": tags})
 
     @app.page("/metrics")
     class MetricsView(View):
@@ -129,9 +292,17 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     @app.page("/health")
     class HealthView(View):
         async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok", "app_id": settings.app_id})
+            return self.json(
+                {
+                    "status": "ok",
+                    "app_id": settings.app_id,
+                    "partitions": sorted(tagger.partitions),
+                    "rebalancing": bool(app.rebalancing),
+                }
+            )
 
-    _ = (ingest, log_counters, MetricsView, HealthView)
+    cast(Any, app).streamtags_tagger = tagger
+    _ = (tag_users, fire_deadlines, log_counters, UserTagsView, MetricsView, HealthView)
     return app
 
 
@@ -145,6 +316,9 @@ def run_worker(settings: Settings) -> None:
             replication_factor=settings.replication_factor,
         )
     )
+    # Per-user state is many small long-lived containers; the default young-generation
+    # threshold rescans them constantly (bench/engine.py measures the difference).
+    gc.set_threshold(50_000, 50, 100)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=True)
     worker.execute_from_commandline()

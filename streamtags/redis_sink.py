@@ -1,0 +1,97 @@
+"""Writing tag changes to Redis: batched, atomic per user, only on change, outage-proof.
+
+Each batch of tag changes becomes, per user, one call of the layout's Lua
+script (all of that user's changes in one atomic step), and all users' calls
+go in one pipeline. Calls have a short timeout. When Redis fails, the
+changes stay queued (newest per user and tag wins) and are retried with the
+next batch or tick, so tagging to Kafka never waits for Redis and Redis
+catches up when it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from streamtags.events import parse_event_time
+from streamtags.redis_layout import APPLY_SCRIPT, encode_tag, user_key
+
+__all__ = ["RedisSink"]
+
+log = logging.getLogger("streamtags.redis")
+
+#: Users queued while Redis is away; beyond this the oldest queued users are
+#: dropped (their tags return with their next change or renewal).
+MAX_QUEUED_USERS = 500_000
+
+
+class RedisSink:
+    """Applies tag changes to the per-user hashes."""
+
+    def __init__(self, *, redis_url: str, prefix: str, timeout_ms: int) -> None:
+        self.prefix = prefix
+        self._redis = aioredis.Redis.from_url(
+            redis_url,
+            socket_timeout=timeout_ms / 1000,
+            socket_connect_timeout=timeout_ms / 1000,
+        )
+        self._script = self._redis.register_script(APPLY_SCRIPT)
+        #: user -> tag -> hash value (b"" deletes); waits for the next successful write
+        self._queued: dict[str, dict[str, bytes]] = {}
+        self._retry_at = 0.0
+        self.errors = 0
+
+    @property
+    def queued_users(self) -> int:
+        """Users whose changes have not reached Redis yet."""
+        return len(self._queued)
+
+    def add(self, changes: Iterable[dict[str, Any]]) -> None:
+        """Queue changes (applied/renewed set the tag, cleared deletes it)."""
+        for change in changes:
+            fields = self._queued.setdefault(change["user_id"], {})
+            if change["action"] == "cleared":
+                fields[change["tag"]] = b""
+            else:
+                expires_ms = parse_event_time(change["expires_at"])
+                fields[change["tag"]] = encode_tag(
+                    change, expires_at_ms=expires_ms, applied_at=change["ts"]
+                )
+        while len(self._queued) > MAX_QUEUED_USERS:
+            del self._queued[next(iter(self._queued))]
+
+    async def flush(self) -> bool:
+        """Write what is queued; False (and keep it queued) if Redis failed."""
+        if not self._queued or time.monotonic() < self._retry_at:
+            return not self._queued
+        batch, self._queued = self._queued, {}
+        now_ms = int(time.time() * 1000)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for user_id, fields in batch.items():
+                    args: list[Any] = [now_ms]
+                    for tag, value in fields.items():
+                        args.extend((tag, value))
+                    await self._script(
+                        keys=[user_key(user_id, prefix=self.prefix)], args=args, client=pipe
+                    )
+                await pipe.execute()
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            self.errors += 1
+            for user_id, fields in batch.items():  # keep newer queued values on top
+                batch_fields = dict(fields)
+                batch_fields.update(self._queued.get(user_id, {}))
+                self._queued[user_id] = batch_fields
+            self._retry_at = time.monotonic() + 1.0
+            log.warning("redis write failed (%s); %d users queued", exc, len(self._queued))
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Release connections."""
+        await self._redis.aclose()
