@@ -109,9 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_later_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Commands of the rule engine and the live product (registered by their modules)."""
-    from streamtags import rules_cli
+    from streamtags import live_cli, rules_cli
 
     rules_cli.register(commands)
+    live_cli.register(commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

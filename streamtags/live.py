@@ -20,7 +20,7 @@ from streamtags.engine import Engine, Output, Partition
 from streamtags.events import parse_event_time
 from streamtags.ingest import Decoded
 from streamtags.metrics import Metrics
-from streamtags.redis_sink import RedisSink
+from streamtags.redis_sink import RedisSink, TriggerGuard
 from streamtags.state import StateFormatError, UserState
 from streamtags.table_store import TableStore
 
@@ -50,6 +50,7 @@ class LiveTagger:
         send_risk: Send,
         send_trigger: Send,
         redis: RedisSink,
+        guard: TriggerGuard,
         metrics: Metrics,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -59,6 +60,7 @@ class LiveTagger:
         self.send_risk = send_risk
         self.send_trigger = send_trigger
         self.redis = redis
+        self.guard = guard
         self.metrics = metrics
         self.clock = clock
         self.partitions: dict[int, Partition] = {}
@@ -121,11 +123,11 @@ class LiveTagger:
 
     # -- work -------------------------------------------------------------------
 
-    async def process(self, events: Iterable[Decoded]) -> list[Any]:
+    async def process(self, events: Iterable[Decoded]) -> list[tuple[str, Any]]:
         """Run a batch through the engine and ship its output.
 
-        Returns delivery futures that must complete before the batch is acked
-        (coupon triggers)."""
+        Returns (trigger id, delivery future) pairs: await them, then
+        :meth:`confirm`, before the batch is acked."""
         now_ms = self.now_ms()
         by_partition: dict[int, list[Decoded]] = {}
         for decoded in events:
@@ -141,7 +143,7 @@ class LiveTagger:
             )
         return await self._ship(out)
 
-    async def tick(self) -> list[Any]:
+    async def tick(self) -> list[tuple[str, Any]]:
         """Fire what is due in every partition (quiet users' deadlines, expiries)."""
         now_ms = self.now_ms()
         out = Output()
@@ -161,8 +163,8 @@ class LiveTagger:
         for delay_ms in out.fire_delays_ms:
             self.metrics.deadline_lateness.observe(max(0, delay_ms) / 1000)
 
-    async def _ship(self, out: Output) -> list[Any]:
-        deliveries = []
+    async def _ship(self, out: Output) -> list[tuple[str, Any]]:
+        deliveries: list[tuple[str, Any]] = []
         for change in out.changes:
             key = change["user_id"].encode()
             value = orjson.dumps(change)
@@ -170,10 +172,12 @@ class LiveTagger:
             if change["category"] == "risk":
                 await self.send_risk(key, value)
             self.metrics.tag_changes.labels(change["tag"], change["action"]).inc()
+        wanted = await self.guard.claim([t["trigger_id"] for t in out.triggers])
         for trigger in out.triggers:
-            deliveries.append(
-                await self.send_trigger(trigger["user_id"].encode(), orjson.dumps(trigger))
-            )
+            if trigger["trigger_id"] not in wanted:
+                continue  # sent before a crash or redelivery: never twice
+            future = await self.send_trigger(trigger["user_id"].encode(), orjson.dumps(trigger))
+            deliveries.append((trigger["trigger_id"], future))
             self.metrics.coupon_triggers.inc()
         if out.changes:
             self.redis.add(out.changes)
@@ -182,6 +186,12 @@ class LiveTagger:
                 self.metrics.redis_errors.inc()
             self.metrics.redis_pending_users.set(self.redis.queued_users)
         return deliveries
+
+    async def confirm(self, deliveries: list[tuple[str, Any]]) -> None:
+        """Wait until these coupon triggers are on the broker and record them as sent."""
+        for _, future in deliveries:
+            await future
+        await self.guard.mark_sent([trigger_id for trigger_id, _ in deliveries])
 
     def flush(self) -> int:
         """Write every changed user's state once (store + changelog); return how many."""

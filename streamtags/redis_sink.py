@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from streamtags.events import parse_event_time
 from streamtags.redis_layout import APPLY_SCRIPT, encode_tag, user_key
 
-__all__ = ["RedisSink"]
+__all__ = ["RedisSink", "TriggerGuard"]
 
 log = logging.getLogger("streamtags.redis")
 
@@ -91,6 +91,67 @@ class RedisSink:
             log.warning("redis write failed (%s); %d users queued", exc, len(self._queued))
             return False
         return True
+
+    async def close(self) -> None:
+        """Release connections."""
+        await self._redis.aclose()
+
+
+class TriggerGuard:
+    """Keeps a coupon trigger from being sent twice across crashes and replays.
+
+    Before sending, each trigger id is claimed with ``SET key pending NX``;
+    after the broker confirmed delivery it becomes ``sent``. A replayed
+    trigger whose key says ``sent`` is skipped; one left ``pending`` (the
+    worker died between claim and delivery) is sent again, so a trigger is
+    never lost. If Redis is unreachable the guard lets everything through:
+    consumers still deduplicate by ``trigger_id``.
+    """
+
+    def __init__(self, *, redis_url: str, prefix: str, timeout_ms: int, ttl_s: int) -> None:
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self._redis = aioredis.Redis.from_url(
+            redis_url,
+            socket_timeout=timeout_ms / 1000,
+            socket_connect_timeout=timeout_ms / 1000,
+        )
+
+    async def claim(self, trigger_ids: list[str]) -> set[str]:
+        """The ids that should be sent now."""
+        if not trigger_ids:
+            return set()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for trigger_id in trigger_ids:
+                    pipe.set(self.prefix + trigger_id, b"pending", nx=True, ex=self.ttl_s)
+                    pipe.get(self.prefix + trigger_id)
+                replies = await pipe.execute()
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            log.warning(
+                "trigger guard unavailable (%s); sending %d triggers unguarded",
+                exc,
+                len(trigger_ids),
+            )
+            return set(trigger_ids)
+        send = set()
+        for index, trigger_id in enumerate(trigger_ids):
+            claimed, value = replies[2 * index], replies[2 * index + 1]
+            if claimed or value != b"sent":
+                send.add(trigger_id)
+        return send
+
+    async def mark_sent(self, trigger_ids: list[str]) -> None:
+        """Record that these triggers reached Kafka."""
+        if not trigger_ids:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for trigger_id in trigger_ids:
+                    pipe.set(self.prefix + trigger_id, b"sent", ex=self.ttl_s)
+                await pipe.execute()
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            log.warning("could not mark %d triggers sent: %s", len(trigger_ids), exc)
 
     async def close(self) -> None:
         """Release connections."""

@@ -65,9 +65,12 @@ class Settings:
     lateness_ms: int = 10_000
     time_scale: float = 1.0
     commit_interval_s: float = 1.0
+    #: How long the group waits for a silent worker before its partitions move (kill -9).
+    session_timeout_s: float = 30.0
     tick_interval_s: float = 0.5
     redis_timeout_ms: int = 100
     redis_key_prefix: str = "streamtags:user:"
+    redis_trigger_prefix: str = "streamtags:trigger:"
     log_level: str = "info"
 
     @classmethod

@@ -31,7 +31,7 @@ from streamtags.ingest import RawMessage, decode_batch
 from streamtags.live import LiveTagger
 from streamtags.lookup import AsyncTagClient
 from streamtags.metrics import Metrics
-from streamtags.redis_sink import RedisSink
+from streamtags.redis_sink import RedisSink, TriggerGuard
 from streamtags.rulebook import load_rules
 from streamtags.settings import Settings
 from streamtags.table_store import TableStore
@@ -116,6 +116,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         broker_commit_interval=settings.commit_interval_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
         web_enabled=True,
         web_host=settings.web_host,
@@ -176,6 +178,12 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         send_risk=lambda k, v: send_to(risk_topic, k, v),
         send_trigger=lambda k, v: send_to(coupons_topic, k, v),
         redis=redis_sink,
+        guard=TriggerGuard(
+            redis_url=settings.redis_url,
+            prefix=settings.redis_trigger_prefix,
+            timeout_ms=settings.redis_timeout_ms,
+            ttl_s=30 * 86_400,
+        ),
         metrics=metrics_,
     )
     consumed: Counter[str] = Counter()
@@ -199,21 +207,21 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     @app.agent(inputs, concurrency=1)
     async def tag_users(stream: Any) -> None:
         unacked: list[Any] = []
-        trigger_deliveries: list[Any] = []
+        trigger_deliveries: list[tuple[str, Any]] = []
         async for events in _take_unacked(stream, BATCH_MAX_EVENTS, BATCH_WITHIN_S):
             if events:
                 trigger_deliveries.extend(await handle(events))
                 unacked.extend(events)
             if unacked and time.time() - tagger.last_flush >= settings.commit_interval_s:
                 tagger.flush()
-                for delivery in trigger_deliveries:
-                    await delivery  # a coupon trigger must land before its events are acked
+                # a coupon trigger must land before the events behind it are acked
+                await tagger.confirm(trigger_deliveries)
                 trigger_deliveries.clear()
                 for event in unacked:
                     await stream.ack(event)
                 unacked.clear()
 
-    async def handle(events: list[Any]) -> list[Any]:
+    async def handle(events: list[Any]) -> list[tuple[str, Any]]:
         messages = [
             RawMessage(
                 e.message.topic,
@@ -253,9 +261,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     async def fire_deadlines() -> None:
         if app.rebalancing:
             return
-        deliveries = await tagger.tick()
-        for delivery in deliveries:
-            await delivery
+        await tagger.confirm(await tagger.tick())
         if tagger.dirty and time.time() - tagger.last_flush >= settings.commit_interval_s:
             tagger.flush()
 

@@ -15,9 +15,10 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -90,6 +91,7 @@ class Names:
             "STREAMTAGS_TOPIC_COUPON_TRIGGERS": self.topic("coupon-triggers"),
             "STREAMTAGS_TOPIC_DEAD_LETTER": self.topic("dead-letter"),
             "STREAMTAGS_REDIS_KEY_PREFIX": f"{self.prefix}:user:",
+            "STREAMTAGS_REDIS_TRIGGER_PREFIX": f"{self.prefix}:trigger:",
         }
 
 
@@ -190,7 +192,7 @@ def worker_factory(names: Names, tmp_path: Path) -> Iterator[type[Worker] | obje
         worker.stop()
 
 
-async def produce(topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+async def produce(topic: str, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
     """Send (key, value) pairs and wait until all are acknowledged."""
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA, acks="all")
     await producer.start()
@@ -202,17 +204,25 @@ async def produce(topic: str, messages: list[tuple[bytes | None, bytes]]) -> Non
         await producer.stop()
 
 
-async def consume(topic: str, *, count: int, timeout_s: float = 30.0) -> list[dict[str, object]]:
-    """Read JSON records from the start of ``topic`` until ``count`` arrived or time ran out."""
-    records: list[dict[str, object]] = []
+async def consume(
+    topic: str, *, count: int, timeout_s: float = 30.0, settle_s: float = 0.0
+) -> list[dict[str, Any]]:
+    """Read JSON records from the start of ``topic`` until ``count`` arrived (then
+    ``settle_s`` more seconds, to catch extras) or ``timeout_s`` ran out."""
+    records: list[dict[str, Any]] = []
+    settled_at: float | None = None
     async for record in follow(topic, timeout_s=timeout_s):
-        records.append(record)
-        if len(records) >= count:
+        if record:
+            records.append(record)
+        if settled_at is None and len(records) >= count:
+            settled_at = time.monotonic() + settle_s
+        if settled_at is not None and time.monotonic() >= settled_at:
             break
     return records
 
 
-async def follow(topic: str, *, timeout_s: float) -> AsyncIterator[dict[str, object]]:
+async def follow(topic: str, *, timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+    """Records of ``topic`` from its start; an empty dict after each empty poll."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=KAFKA,
@@ -229,6 +239,7 @@ async def follow(topic: str, *, timeout_s: float) -> AsyncIterator[dict[str, obj
                 for message in messages:
                     assert message.value is not None
                     yield orjson.loads(message.value)
+            yield {}
     finally:
         await consumer.stop()
 
