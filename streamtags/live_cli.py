@@ -186,8 +186,62 @@ async def _simulate_to_kafka(args: argparse.Namespace, settings: Settings, plan:
     return 0
 
 
+async def _applied_tags(settings: Settings, timeout_s: float) -> set[tuple[str, str]]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        settings.outputs.tags,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    applied: set[tuple[str, str]] = set()
+    try:
+        idle = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline and idle < 5:
+            batches = await consumer.getmany(timeout_ms=300)
+            idle = 0 if batches else idle + 1
+            for messages in batches.values():
+                for message in messages:
+                    record = orjson.loads(message.value)
+                    if record["action"] in ("applied", "renewed"):
+                        applied.add((record["user_id"], record["tag"]))
+    finally:
+        await consumer.stop()
+    return applied
+
+
+def _score(args: argparse.Namespace, settings: Settings) -> int:
+    rows = [orjson.loads(line) for line in Path(args.truth).read_bytes().splitlines() if line]
+    applied = asyncio.run(_applied_tags(settings, args.timeout))
+    by_persona: dict[str, list[bool]] = {}
+    for row in rows:
+        hit = (row["user_id"], row["expected_tag"]) in applied
+        by_persona.setdefault(f"{row['persona']} -> {row['expected_tag']}", []).append(hit)
+    total = sum(hit for hits in by_persona.values() for hit in hits)
+    for name, hits in sorted(by_persona.items()):
+        mark = "ok " if all(hits) else "MISS"
+        print(f"  {mark} {name:<40} {sum(hits)}/{len(hits)}")
+    print(f"{total} of {len(rows)} personas got their expected tag")
+    return 0 if total == len(rows) else 1
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``tags``, ``watch`` and ``simulate`` to the CLI."""
+    """Add ``tags``, ``watch``, ``simulate`` and ``score`` to the CLI."""
+    score = commands.add_parser(
+        "score",
+        help="how many simulated personas got their expected tag",
+        description="Read every tag change on the tags topic and compare with a --truth file "
+        "written by `streamtags simulate --truth`.",
+    )
+    score.add_argument("--truth", required=True)
+    score.add_argument("--timeout", type=float, default=30.0)
+    score.set_defaults(run=_score)
+
     tags = commands.add_parser(
         "tags",
         help="show a user's live tags (from Redis, as checkout sees them)",
