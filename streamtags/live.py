@@ -193,20 +193,23 @@ class LiveTagger:
             await future
         await self.guard.mark_sent([trigger_id for trigger_id, _ in deliveries])
 
-    def flush(self) -> int:
+    async def flush(self) -> int:
         """Write every changed user's state once (store + changelog); return how many."""
         written = 0
         now_ms = self.now_ms()
-        for number, users in self.dirty.items():
+        dirty, self.dirty = self.dirty, {}
+        for number, users in dirty.items():
             part = self.partitions.get(number)
             if part is None:
                 continue
             for user_id in users:
-                self.store.put(number, user_id.encode(), part.dump(user_id))
+                await self.store.put(number, user_id.encode(), part.dump(user_id))
                 written += 1
-            self.store.put(number, self._clock_key(number), orjson.dumps(part.clock.to_list()))
+            await self.store.put(
+                number, self._clock_key(number), orjson.dumps(part.clock.to_list())
+            )
             if len(part.states) > CACHE_MAX_USERS:
-                part.forget(list(part.states))
-        self.dirty.clear()
+                still_dirty = self.dirty.get(number, set())  # changed while we were writing
+                part.forget([user for user in part.states if user not in still_dirty])
         self.last_flush = now_ms / 1000
         return written

@@ -130,17 +130,6 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         producer_acks=-1,
     )
 
-    def raw_topic(name: str) -> Any:
-        # Values stay raw bytes: Faust must never decode them (FAUST-NOTES.md).
-        return app.topic(
-            name,
-            key_type=bytes,
-            value_type=bytes,
-            partitions=settings.partitions,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-
     topic_of_stream = settings.inputs.by_stream()
     stream_of_topic = {topic: stream for stream, topic in topic_of_stream.items()}
     inputs = app.topic(
@@ -151,10 +140,14 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         key_serializer="raw",
         value_serializer="raw",
     )
-    dead_letters = raw_topic(settings.outputs.dead_letter)
-    tags_topic = raw_topic(settings.outputs.tags)
-    risk_topic = raw_topic(settings.outputs.risk_tags)
-    coupons_topic = raw_topic(settings.outputs.coupon_triggers)
+    dead_letters = app.topic(
+        settings.outputs.dead_letter,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
     table = app.Table(
         state_table_name(),
         key_type=bytes,  # raw bytes in and out: the engine owns the state format
@@ -168,15 +161,18 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         timeout_ms=settings.redis_timeout_ms,
     )
 
-    async def send_to(topic: Any, key: bytes, value: bytes) -> Any:
-        return await topic.send(key=key, value=value)
+    async def send_to(topic: str, key: bytes, value: bytes) -> Any:
+        # The app's producer directly (Faust flushes it before committing offsets);
+        # Topic.send's per-record machinery costs several times more.
+        return await app.producer.send(topic, key, value, None, None, None)
 
+    outputs = settings.outputs
     tagger = LiveTagger(
         engine,
         TableStore(table, partitions=settings.partitions),
-        send_tag=lambda k, v: send_to(tags_topic, k, v),
-        send_risk=lambda k, v: send_to(risk_topic, k, v),
-        send_trigger=lambda k, v: send_to(coupons_topic, k, v),
+        send_tag=lambda k, v: send_to(outputs.tags, k, v),
+        send_risk=lambda k, v: send_to(outputs.risk_tags, k, v),
+        send_trigger=lambda k, v: send_to(outputs.coupon_triggers, k, v),
         redis=redis_sink,
         guard=TriggerGuard(
             redis_url=settings.redis_url,
@@ -201,7 +197,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def flush_before_revoke(app: faust.App, revoked: Any, **_: Any) -> None:
-        written = tagger.flush()
+        written = await tagger.flush()
         log.info("flushed %d user states before giving up %d partitions", written, len(revoked))
 
     @app.agent(inputs, concurrency=1)
@@ -213,7 +209,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                 trigger_deliveries.extend(await handle(events))
                 unacked.extend(events)
             if unacked and time.time() - tagger.last_flush >= settings.commit_interval_s:
-                tagger.flush()
+                await tagger.flush()
                 # a coupon trigger must land before the events behind it are acked
                 await tagger.confirm(trigger_deliveries)
                 trigger_deliveries.clear()
@@ -263,7 +259,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             return
         await tagger.confirm(await tagger.tick())
         if tagger.dirty and time.time() - tagger.last_flush >= settings.commit_interval_s:
-            tagger.flush()
+            await tagger.flush()
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def log_counters() -> None:
@@ -325,6 +321,10 @@ def run_worker(settings: Settings) -> None:
     # Per-user state is many small long-lived containers; the default young-generation
     # threshold rescans them constantly (bench/engine.py measures the difference).
     gc.set_threshold(50_000, 50, 100)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=True)
+    # Faust's terminal spinner sets the root logger to DEBUG so it can spin on every
+    # record: every aiokafka send then builds a debug record (~10 % of a busy worker).
+    worker.spinner = None
     worker.execute_from_commandline()
