@@ -15,6 +15,7 @@ from typing import Any
 
 import jsonschema
 import orjson
+import redis
 
 from streamtags.lookup import AsyncTagClient, TagClient
 from tests.integration.conftest import (
@@ -227,3 +228,75 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_sends_no_trigger_twi
     )
     assert all("cart_abandoned" in tag_names(client, u) for u in users)
     assert worker.starts == 2 and worker.alive()
+
+
+async def test_a_redis_outage_does_not_stop_tagging_and_redis_catches_up(
+    names: Names, worker_factory: Callable[..., Worker], tmp_path: Path
+) -> None:
+    from tests.integration.conftest import free_port
+
+    port = free_port()
+
+    def start_redis() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        ping = redis.Redis(port=port, socket_timeout=0.2)
+        for _ in range(50):
+            try:
+                ping.ping()
+                return server
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise AssertionError("the test's redis-server did not start")
+
+    server = start_redis()
+    url = f"redis://127.0.0.1:{port}/0"
+    worker = worker_factory(**SCALE, STREAMTAGS_REDIS_URL=url)
+    worker.start()
+    client = TagClient(redis_url=url, prefix=f"{names.prefix}:user:", timeout_ms=200)
+    try:
+        await produce(names.topic("orders"), failed_payments("before"))
+        await wait_for(
+            lambda: "frustrated" in tag_names(client, "before"),
+            timeout_s=30,
+            what="a tag while Redis is up",
+        )
+        server.terminate()
+        server.wait()
+
+        await produce(names.topic("logins"), logins("during"))
+        changes = await consume(names.topic("risk-tags"), count=1, timeout_s=30)
+        assert [c["user_id"] for c in changes] == ["during"]  # Kafka output did not wait
+        assert client.tags("during") == []  # fail-open lookup while Redis is down
+        await wait_for(
+            lambda: worker.metric("streamtags_redis_errors_total") >= 1,
+            timeout_s=15,
+            what="the worker noticing the outage",
+        )
+        assert worker.alive()
+
+        server = start_redis()
+        await produce(names.topic("browse"), [event("after", "after-1", action="page_view")])
+        await wait_for(
+            lambda: "ip_hopping" in tag_names(client, "during"),
+            timeout_s=30,
+            what="Redis catching up after the outage",
+        )
+    finally:
+        server.terminate()
+        server.wait()
