@@ -518,21 +518,10 @@ class Partition:
             stops[key] = max(stops.get(key, 0), event.ts)
             _trim(stops)
         fired = state.fired.get(rule.name)
-        if fired is not None and key in fired:
-            if not absence.match:
-                del fired[key]  # a user-level pattern may fire again after the next start
-            if absence.clear_on_stop:
-                self._clear(
-                    rule,
-                    event.user_id,
-                    state,
-                    event.ts,
-                    f"{source} event {event.event_id} ended it",
-                    now_ms,
-                    out,
-                    event_ids=[event.event_id],
-                )
-        elif absence.clear_on_stop and not absence.match and rule.tag in state.tags:
+        was_fired = fired is not None and key in fired
+        if was_fired and not absence.match:
+            del fired[key]  # type: ignore[union-attr]  # a user-level pattern may fire again
+        if absence.clear_on_stop and (was_fired or (not absence.match and rule.tag in state.tags)):
             self._clear(
                 rule,
                 event.user_id,

@@ -32,6 +32,10 @@ Tag = dict[str, Any]
 log = logging.getLogger("streamtags.lookup")
 
 
+def _timeouts(timeout_ms: int) -> dict[str, Any]:
+    return {"socket_timeout": timeout_ms / 1000, "socket_connect_timeout": timeout_ms / 1000}
+
+
 class TagClient:
     """Synchronous client. Thread-safe (redis-py pools connections)."""
 
@@ -43,11 +47,7 @@ class TagClient:
         timeout_ms: int = 50,
     ) -> None:
         self.prefix = prefix
-        self._redis = redis.Redis.from_url(
-            redis_url,
-            socket_timeout=timeout_ms / 1000,
-            socket_connect_timeout=timeout_ms / 1000,
-        )
+        self._redis = redis.Redis.from_url(redis_url, **_timeouts(timeout_ms))
 
     def tags(self, user_id: str, *, default: list[Tag] | None = None) -> list[Tag]:
         """The user's live tags (expired ones never), or ``default`` if Redis fails."""
@@ -82,11 +82,7 @@ class AsyncTagClient:
         timeout_ms: int = 50,
     ) -> None:
         self.prefix = prefix
-        self._redis = aioredis.Redis.from_url(
-            redis_url,
-            socket_timeout=timeout_ms / 1000,
-            socket_connect_timeout=timeout_ms / 1000,
-        )
+        self._redis = aioredis.Redis.from_url(redis_url, **_timeouts(timeout_ms))
 
     async def tags(self, user_id: str, *, default: list[Tag] | None = None) -> list[Tag]:
         """The user's live tags (expired ones never), or ``default`` if Redis fails."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +46,8 @@ class TruthRow:
     due_after_s: float
 
 
-Script = Callable[[random.Random, float], list[Step]]
+Script = Callable[[random.Random, float, float], list[Step]]
+"""(rng, time scale, start time in epoch seconds) -> steps."""
 
 
 def _orders(n: int, gap_s: float, **fields: Any) -> list[Step]:
@@ -55,9 +56,9 @@ def _orders(n: int, gap_s: float, **fields: Any) -> list[Step]:
     ]
 
 
-def _night_zone() -> str:
-    """An IANA zone where it is 23:00-ish now (Etc/GMT signs are inverted)."""
-    utc_hour = datetime.now(UTC).hour
+def _night_zone(now_s: float) -> str:
+    """An IANA zone where it is 23:00-ish at ``now_s`` (Etc/GMT signs are inverted)."""
+    utc_hour = datetime.fromtimestamp(now_s, UTC).hour
     offset = (23 - utc_hour + 12) % 24 - 12
     return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
 
@@ -66,7 +67,7 @@ def _night_zone() -> str:
 PERSONAS: dict[str, tuple[str, Script, str]] = {
     "abandoner": (
         "cart_abandoned",
-        lambda rng, m: [
+        lambda rng, m, now: [
             Step(0, "browse", {"action": "product_view", "sku": "gc-50", "price": 50.0}),
             Step(
                 5 * m,
@@ -83,7 +84,7 @@ PERSONAS: dict[str, tuple[str, Script, str]] = {
     ),
     "ip_hopper": (
         "ip_hopping",
-        lambda rng, m: [
+        lambda rng, m, now: [
             Step(i * 60 * m, "logins", {"outcome": "success", "ip": ip, "country": c})
             for i, (ip, c) in enumerate(
                 [("203.0.113.10", "SG"), ("198.51.100.20", "MY"), ("192.0.2.30", "TH")]
@@ -93,7 +94,7 @@ PERSONAS: dict[str, tuple[str, Script, str]] = {
     ),
     "card_hopper": (
         "card_hopping",
-        lambda rng, m: [
+        lambda rng, m, now: [
             Step(
                 i * 120 * m,
                 "orders",
@@ -109,7 +110,7 @@ PERSONAS: dict[str, tuple[str, Script, str]] = {
     ),
     "frustrated": (
         "frustrated",
-        lambda rng, m: [
+        lambda rng, m, now: [
             Step(
                 i * 60 * m,
                 "orders",
@@ -121,7 +122,7 @@ PERSONAS: dict[str, tuple[str, Script, str]] = {
     ),
     "rage_clicker": (
         "frustrated",
-        lambda rng, m: [
+        lambda rng, m, now: [
             Step(i * 0.2 * m, "browse", {"action": "click", "element": "pay-button"})
             for i in range(4)
         ],
@@ -129,14 +130,14 @@ PERSONAS: dict[str, tuple[str, Script, str]] = {
     ),
     "coupon_hunter": (
         "coupon_hunter",
-        lambda rng, m: _orders(3, 600 * m, promo_kind="new_user", coupon_code="WELCOME"),
+        lambda rng, m, now: _orders(3, 600 * m, promo_kind="new_user", coupon_code="WELCOME"),
         "0s",
     ),
-    "whale": ("whale", lambda rng, m: _orders(1, 0, amount=4999.0), "0s"),
+    "whale": ("whale", lambda rng, m, now: _orders(1, 0, amount=4999.0), "0s"),
     "night_owl": (
         "night_owl",
-        lambda rng, m: [
-            Step(0, "accounts", {"action": "registered", "timezone": _night_zone()}),
+        lambda rng, m, now: [
+            Step(0, "accounts", {"action": "registered", "timezone": _night_zone(now)}),
             *[
                 Step(1 + i * 60 * m, "orders", {"status": "created", "amount": 15.0})
                 for i in range(5)
@@ -146,7 +147,7 @@ PERSONAS: dict[str, tuple[str, Script, str]] = {
     ),
     "window_shopper": (
         "window_shopper",
-        lambda rng, m: [
+        lambda rng, m, now: [
             Step(i * 30 * m, "browse", {"action": "product_view", "sku": f"gc-{i}", "price": 10.0})
             for i in range(11)
         ],
@@ -154,7 +155,7 @@ PERSONAS: dict[str, tuple[str, Script, str]] = {
     ),
     "rapid_spender": (
         "rapid_spender",
-        lambda rng, m: [
+        lambda rng, m, now: [
             step
             for i in range(3)
             for step in (
@@ -174,19 +175,19 @@ PERSONAS: dict[str, tuple[str, Script, str]] = {
     ),
     "brand_loyalist": (
         "brand_loyal",
-        lambda rng, m: _orders(
+        lambda rng, m, now: _orders(
             5, 300 * m, items=[{"sku": "st-100", "brand": "steam", "unit_price": 30.0}]
         ),
         "0s",
     ),
     "bargain_hunter": (
         "price_sensitive",
-        lambda rng, m: _orders(3, 300 * m, coupon_code="SAVE10"),
+        lambda rng, m, now: _orders(3, 300 * m, coupon_code="SAVE10"),
         "0s",
     ),
     "disputer": (
         "dispute_prone",
-        lambda rng, m: [
+        lambda rng, m, now: [
             *[Step(i * 300 * m, "orders", {"status": "created", "amount": 25.0}) for i in range(4)],
             Step(1300 * m, "browse", {"action": "complaint", "page": "/orders"}),
         ],
@@ -194,7 +195,7 @@ PERSONAS: dict[str, tuple[str, Script, str]] = {
     ),
     "big_spender": (
         "high_value",
-        lambda rng, m: _orders(5, 600 * m, amount=400.0),
+        lambda rng, m, now: _orders(5, 600 * m, amount=400.0),
         "0s",
     ),
 }
@@ -209,9 +210,15 @@ class Plan:
 
 
 def plan_personas(
-    count_each: int, *, time_scale: float, seed: int = 1, spread_s: float = 5.0
+    count_each: int,
+    *,
+    time_scale: float,
+    seed: int = 1,
+    spread_s: float = 5.0,
+    now_s: float | None = None,
 ) -> Plan:
-    """``count_each`` users per persona, starting within the first ``spread_s`` seconds."""
+    """``count_each`` users per persona, starting within the first ``spread_s`` seconds
+    of a run that begins at ``now_s`` (epoch seconds; default: now)."""
     from streamtags.expressions import parse_duration_ms
 
     rng = random.Random(seed)
@@ -221,7 +228,7 @@ def plan_personas(
         for index in range(count_each):
             user = f"{persona}-{index}"
             start = rng.uniform(0, spread_s)
-            planned = script(rng, time_scale)
+            planned = script(rng, time_scale, time.time() if now_s is None else now_s)
             for step in planned:
                 steps.append((start + step.at_s, user, step.stream, step.fields))
             last = max(step.at_s for step in planned)
@@ -292,6 +299,7 @@ async def run(
     plan: Plan,
     seed: int = 2,
     clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> int:
     """Send background traffic at ``rate`` events/s plus the persona plan; return the count."""
     import itertools
@@ -321,5 +329,5 @@ async def run(
             await send(events_for(user, stream, fields, counter=counter, ts_ms=int(clock() * 1000)))
             next_step += 1
             sent += 1
-        await asyncio.sleep(tick_s)
+        await sleep(tick_s)
     return sent
