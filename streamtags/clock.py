@@ -36,10 +36,12 @@ class PartitionClock:
 
     def watermark(self, now_ms: int) -> int | None:
         """Event time (ms) up to which everything is taken as seen; None before any event."""
-        if not self.streams:
-            return None
-        slowest = min(high + max(0, now_ms - seen_at) for high, seen_at in self.streams.values())
-        return slowest - self.lateness_ms
+        slowest: int | None = None
+        for high, seen_at in self.streams.values():
+            time_ms = high + now_ms - seen_at if now_ms > seen_at else high
+            if slowest is None or time_ms < slowest:
+                slowest = time_ms
+        return None if slowest is None else slowest - self.lateness_ms
 
     def to_list(self) -> list[list[object]]:
         """Plain data for the changelog (so a restarted worker keeps its time)."""

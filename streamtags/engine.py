@@ -255,7 +255,9 @@ class Partition:
             # What was due fires before later events; the stream's own time bounds
             # the watermark, so the full computation runs only when it might matter.
             if heap and heap[0][0] <= streams[decoded.source][0] - lateness:
-                out.extend(self.advance(now_ms))
+                watermark = clock.watermark(now_ms)
+                if watermark is not None and heap[0][0] <= watermark:
+                    out.extend(self.advance(now_ms))
             state = self.state(event.user_id)
             seen = state.offsets.get(decoded.source, -1)
             if decoded.offset <= seen:
