@@ -300,3 +300,37 @@ async def test_a_redis_outage_does_not_stop_tagging_and_redis_catches_up(
     finally:
         server.terminate()
         server.wait()
+
+
+async def test_when_one_of_two_workers_dies_the_other_fires_its_deadlines(
+    names: Names, worker_factory: Callable[..., Worker]
+) -> None:
+    env = {**SCALE, "STREAMTAGS_STORE": "rocksdb://"}
+    first = worker_factory(**env)
+    first.start()
+    second = worker_factory(**env)
+    second.start()
+
+    def owned(worker: Worker) -> list[int]:
+        return list(json.loads(worker.get("/health"))["partitions"])
+
+    await wait_for(
+        lambda: len(owned(first)) + len(owned(second)) == 4 and owned(first) and owned(second),
+        timeout_s=60,
+        what="both workers owning partitions",
+    )
+    users = [f"pair-{i}" for i in range(24)]
+    await produce(names.topic("browse"), [cart(u, f"cart-{u}") for u in users])
+    time.sleep(1.5)  # read and flushed; the deadlines are still 2 s away
+    first.stop(signal.SIGKILL)
+    await wait_for(
+        lambda: len(owned(second)) == 4,
+        timeout_s=60,
+        what="the survivor taking over every partition",
+    )
+    triggers = await consume(names.topic("coupon-triggers"), count=24, timeout_s=40, settle_s=3)
+    by_user: dict[str, int] = {}
+    for trigger in triggers:
+        by_user[trigger["user_id"]] = by_user.get(trigger["user_id"], 0) + 1
+    assert set(by_user) == set(users), f"missing {set(users) - set(by_user)}"
+    assert all(count == 1 for count in by_user.values()), by_user
