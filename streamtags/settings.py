@@ -121,10 +121,6 @@ class Settings:
         if min(self.commit_interval_s, self.tick_interval_s) <= 0:
             raise SettingsError(f"{PREFIX}COMMIT_INTERVAL_S and TICK_INTERVAL_S must be positive")
 
-    def with_(self, **changes: object) -> Settings:
-        """A copy with some fields replaced (tests and tools)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
-
 
 def _convert(name: str, raw: str, kind: type) -> object:
     try:
