@@ -73,3 +73,12 @@ def test_every_simulated_persona_earns_its_tag_in_an_offline_replay() -> None:
     applied = {(r["user_id"], r["tag"]) for r in replay.records if r.get("action") == "applied"}
     missing = [row for row in plan.truth if (row.user_id, row.expected_tag) not in applied]
     assert not missing
+
+
+def test_importing_the_lookup_client_does_not_import_faust() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, streamtags.lookup; print('faust' in sys.modules, 'mode' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
