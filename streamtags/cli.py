@@ -19,9 +19,23 @@ __all__ = ["main"]
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from aiokafka.errors import KafkaError
+
+    from streamtags.rulebook import RuleError
+    from streamtags.topics import TopicMismatch
     from streamtags.worker import run_worker
 
-    run_worker(settings)
+    try:
+        run_worker(settings)
+    except (RuleError, TopicMismatch) as exc:
+        print(f"streamtags worker: {exc}", file=sys.stderr)
+        return 2
+    except KafkaError as exc:
+        print(
+            f"streamtags worker: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

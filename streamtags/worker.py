@@ -309,7 +309,13 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a worker in the foreground until it is stopped (Ctrl-C or SIGTERM)."""
+    """Run a worker in the foreground until it is stopped (Ctrl-C or SIGTERM).
+
+    Raises :class:`~streamtags.rulebook.RuleError` for a broken rule and
+    :class:`~streamtags.topics.TopicMismatch` for a wrongly partitioned topic,
+    before anything is consumed.
+    """
+    load_rules(settings.rules_dir, time_scale=settings.time_scale)  # fail at load, not mid-stream
     asyncio.run(
         ensure_topics(
             [*settings.inputs.by_stream().values(), *dataclasses.astuple(settings.outputs)],

@@ -90,3 +90,13 @@ def test_rules_check_reports_a_broken_rule_with_file_and_line(
     )
     assert main(["rules", "check", str(tmp_path)]) == 1
     assert f"{tmp_path}/bad.yaml:1: rule 'bad': unknown name 'y'" in capsys.readouterr().err
+
+
+def test_a_worker_with_a_broken_rule_stops_before_touching_kafka(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bad.yaml").write_text("rule: bad\ncategory: risk\nttl: forever\n")
+    monkeypatch.setenv("STREAMTAGS_RULES_DIR", str(tmp_path))
+    monkeypatch.setenv("STREAMTAGS_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # never reached
+    assert main(["worker"]) == 2
+    assert "bad.yaml:1: rule 'bad': bad duration for 'ttl'" in capsys.readouterr().err
