@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,39 +115,29 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     if args.truth:
         with open(args.truth, "wb") as handle:
             for row in plan.truth:
-                handle.write(
-                    orjson.dumps(
-                        {
-                            "user_id": row.user_id,
-                            "persona": row.persona,
-                            "expected_tag": row.expected_tag,
-                            "due_after_s": round(row.due_after_s, 3),
-                        }
-                    )
-                    + b"\n"
-                )
+                fields = dataclasses.asdict(row) | {"due_after_s": round(row.due_after_s, 3)}
+                handle.write(orjson.dumps(fields) + b"\n")
     if args.out:
         return asyncio.run(_simulate_to_file(args, plan))
     return asyncio.run(_simulate_to_kafka(args, settings, plan))
 
 
-async def _simulate_to_file(args: argparse.Namespace, plan: Any) -> int:
+async def _run_plan(args: argparse.Namespace, plan: Any, send: Any) -> int:
     from streamtags.simulate import run
 
+    return await run(
+        send, rate=args.rate, users=args.users, duration_s=args.duration, plan=plan, seed=args.seed
+    )
+
+
+async def _simulate_to_file(args: argparse.Namespace, plan: Any) -> int:
     with Path(args.out).open("wb") as handle:
 
         async def write(message: Any) -> None:
             record = orjson.loads(message.value)
             handle.write(orjson.dumps({"stream": message.stream, **record}) + b"\n")
 
-        count = await run(
-            write,
-            rate=args.rate,
-            users=args.users,
-            duration_s=args.duration,
-            plan=plan,
-            seed=args.seed,
-        )
+        count = await _run_plan(args, plan, write)
     print(f"wrote {count} events to {args.out}", file=sys.stderr)
     return 0
 
@@ -154,7 +145,6 @@ async def _simulate_to_file(args: argparse.Namespace, plan: Any) -> int:
 async def _simulate_to_kafka(args: argparse.Namespace, settings: Settings, plan: Any) -> int:
     from aiokafka import AIOKafkaProducer
 
-    from streamtags.simulate import run
     from streamtags.topics import ensure_topics
 
     topics = settings.inputs.by_stream()
@@ -168,14 +158,7 @@ async def _simulate_to_kafka(args: argparse.Namespace, settings: Settings, plan:
         async def send(message: Any) -> None:
             await producer.send(topics[message.stream], message.value, key=message.key)
 
-        count = await run(
-            send,
-            rate=args.rate,
-            users=args.users,
-            duration_s=args.duration,
-            plan=plan,
-            seed=args.seed,
-        )
+        count = await _run_plan(args, plan, send)
         await producer.flush()
     finally:
         await producer.stop()
