@@ -117,9 +117,13 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
             for row in plan.truth:
                 fields = dataclasses.asdict(row) | {"due_after_s": round(row.due_after_s, 3)}
                 handle.write(orjson.dumps(fields) + b"\n")
-    if args.out:
-        return asyncio.run(_simulate_to_file(args, plan))
-    return asyncio.run(_simulate_to_kafka(args, settings, plan))
+    try:
+        if args.out:
+            return asyncio.run(_simulate_to_file(args, plan))
+        return asyncio.run(_simulate_to_kafka(args, settings, plan))
+    except KeyboardInterrupt:
+        print("simulate: interrupted", file=sys.stderr)
+        return 130
 
 
 async def _run_plan(args: argparse.Namespace, plan: Any, send: Any) -> int:
