@@ -82,7 +82,8 @@ class TableStore:
         self._store.set_persisted_offset(TP(metadata.topic, metadata.partition), metadata.offset)
 
     def scan(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, value) stored for ``partition``, except reserved keys (``\\x00...``)."""
+        """Every (key, value) stored for ``partition``, except reserved keys: ours
+        (``\\x00...``) and Faust's own (its RocksDB offset marker ``__faust...``)."""
         db = self._rocks(partition)
         if db is not None:
             items: Iterator[tuple[Any, Any]] = iter(db.items())
@@ -93,5 +94,5 @@ class TableStore:
                 if partition_of(key, self.partitions) == partition
             )
         for key, value in items:
-            if value and not bytes(key).startswith(b"\x00"):
+            if value and not bytes(key).startswith((b"\x00", b"__faust")):
                 yield bytes(key), bytes(value)
