@@ -374,36 +374,26 @@ class Partition:
                 state.tags[rule.tag] = [t, expires]
                 if rule.cooldown_ms:
                     state.last_applied[rule.tag] = t
-                out.changes.append(
-                    self._change(
-                        rule,
-                        user_id,
-                        "applied",
-                        t,
-                        expires,
-                        rule.description,
-                        env,
-                        state,
-                        event_ids,
-                        now_ms,
-                    )
-                )
+                action = "applied"
             elif expires - live[1] >= rule.ttl_ms // 4:
                 live[1] = expires
-                out.changes.append(
-                    self._change(
-                        rule,
-                        user_id,
-                        "renewed",
-                        t,
-                        expires,
-                        rule.description,
-                        env,
-                        state,
-                        event_ids,
-                        now_ms,
-                    )
+                action = "renewed"
+            else:
+                return
+            out.changes.append(
+                self._change(
+                    rule,
+                    user_id,
+                    action,
+                    t,
+                    expires,
+                    rule.description,
+                    env,
+                    state,
+                    event_ids,
+                    now_ms,
                 )
+            )
         elif live is not None and rule.clear_when_false:
             self._clear(
                 rule,
