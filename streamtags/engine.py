@@ -82,6 +82,54 @@ class Output:
         self.fire_delays_ms.extend(other.fire_delays_ms)
 
 
+#: The field whose value decides which ``where`` filters can match, per stream.
+DISPATCH_FIELDS = {
+    "orders": "status",
+    "browse": "action",
+    "logins": "outcome",
+    "accounts": "action",
+}
+
+
+class _Dispatch:
+    """A stream's filter groups, indexed by the value of its discriminating field."""
+
+    __slots__ = ("always", "by_value", "field")
+
+    def __init__(self, stream: str, groups: list[tuple[bytes, Filter, list[Feature]]]) -> None:
+        self.field = DISPATCH_FIELDS.get(stream)
+        self.always: list[tuple[Filter, list[Feature]]] = []
+        specific: dict[str, list[tuple[Filter, list[Feature]]]] = {}
+        for spec, where, features in groups:
+            values = self._values(orjson.loads(spec))
+            if values is None:
+                self.always.append((where, features))
+            else:
+                for value in values:
+                    specific.setdefault(value, []).append((where, features))
+        self.by_value = {value: [*groups, *self.always] for value, groups in specific.items()}
+
+    def _values(self, where: Any) -> list[str] | None:
+        """The field values a ``where`` accepts, or None when it does not pin them."""
+        if self.field is None or not isinstance(where, dict) or self.field not in where:
+            return None
+        condition = where[self.field]
+        if isinstance(condition, str):
+            return [condition]
+        if isinstance(condition, list):
+            return [str(v) for v in condition]
+        if isinstance(condition, dict) and set(condition) <= {"eq", "in"}:
+            values = condition.get("in", []) + ([condition["eq"]] if "eq" in condition else [])
+            return [str(v) for v in values]
+        return None
+
+    def groups_for(self, event: Event) -> list[tuple[Filter, list[Feature]]]:
+        """The groups whose filter may accept ``event``."""
+        if self.field is None:
+            return self.always
+        return self.by_value.get(getattr(event, self.field), self.always)
+
+
 class _Values(dict[str, float]):
     """Feature values computed on first use, so ``a and b`` skips ``b`` when ``a`` fails."""
 
@@ -124,6 +172,9 @@ class Engine:
                 feature.retain_ms = retain[feature.key]
         self.features = features
         self.rules_of_feature = rules_of_feature
+        self.rule_names_of_feature = {
+            key: tuple(rule.name for rule in rules) for key, rules in rules_of_feature.items()
+        }
         # Per stream, features grouped by identical ``where``: each filter runs
         # once per event however many features and rules share it.
         groups: dict[str, dict[bytes, tuple[Filter, list[Feature]]]] = {}
@@ -134,8 +185,12 @@ class Engine:
                 if spec not in by_spec:
                     by_spec[spec] = (compile_filter([stream], feature.where_spec), [])
                 by_spec[spec][1].append(feature)
-        self.filters_by_stream: dict[str, list[tuple[Filter, list[Feature]]]] = {
-            stream: list(by_spec.values()) for stream, by_spec in groups.items()
+        # Then, per stream, the groups worth trying for each value of the stream's
+        # discriminating field (orders.status, browse.action, ...): a page view
+        # tries no filter at all, a paid order only those that accept "paid".
+        self.filters_by_stream: dict[str, _Dispatch] = {
+            stream: _Dispatch(stream, [(spec, *group) for spec, group in by_spec.items()])
+            for stream, by_spec in groups.items()
         }
         self.rule_by_tag = {rule.tag: rule for rule in self.rules}
         self.absences = [r for r in self.rules if r.absence is not None]
@@ -263,9 +318,13 @@ class Partition:
             if decoded.offset <= seen:
                 continue  # a redelivery: its effects are already in the state
             state.offsets[decoded.source] = decoded.offset
-            self._apply(event, decoded.source, state, now_ms, out)
+            changes_before = len(out.changes)
+            armed = self._apply(event, decoded.source, state, now_ms, out)
             out.dirty.add(event.user_id)
-            self._schedule(event.user_id, state)
+            # Only a new deadline or a tag change can need an earlier wake-up; one that
+            # moved later or went away is found (and rescheduled) when it comes due.
+            if armed or len(out.changes) != changes_before:
+                self._schedule(event.user_id, state)
         out.extend(self.advance(now_ms))
         return out
 
@@ -289,7 +348,8 @@ class Partition:
 
     # -- per event --------------------------------------------------------------
 
-    def _apply(self, event: Event, source: str, state: UserState, now_ms: int, out: Output) -> None:
+    def _apply(self, event: Event, source: str, state: UserState, now_ms: int, out: Output) -> bool:
+        """Fold one event into the user's state; True when it armed a deadline."""
         engine = self.engine
         if event.ts > state.latest_ts:
             state.latest_ts = event.ts
@@ -310,21 +370,23 @@ class Partition:
                 stopped_by_this.add(rule.name)
         touched: set[str] = set()
         features = state.features
-        rules_of_feature = engine.rules_of_feature
-        for where, group in engine.filters_by_stream.get(source, ()):
+        rule_names_of_feature = engine.rule_names_of_feature
+        dispatch = engine.filters_by_stream.get(source)
+        for where, group in dispatch.groups_for(event) if dispatch is not None else ():
             if not where(event, tz):
                 continue
             for feature in group:
+                # No pruning here: values only count what is inside their window, raw
+                # data is capped, and every state is pruned when it is written (dump).
                 data = feature.update(features.get(feature.key), event, tz)
-                data = feature.prune(data, t)
-                if data is None:
-                    features.pop(feature.key, None)
-                else:
+                if data is not None:
                     features[feature.key] = data
-                for rule in rules_of_feature[feature.key]:
-                    touched.add(rule.name)
+                touched.update(rule_names_of_feature[feature.key])
+        armed = False
         for rule in engine.starts_by_stream.get(source, ()):
-            self._absence_start(rule, event, source, state, t, rule.name in stopped_by_this)
+            armed |= self._absence_start(
+                rule, event, source, state, t, rule.name in stopped_by_this
+            )
         if touched:
             event_ids = [event.event_id]
             names = (
@@ -334,6 +396,7 @@ class Partition:
                 rule = engine.rule_by_name[name]
                 if rule.condition is not None:
                     self._evaluate(rule, user_id, state, t, event_ids, now_ms, out)
+        return armed
 
     def _env(self, rule: Rule, state: UserState, t: int) -> Env:
         return Env(_Values(rule, state.features, t), state.tags)
@@ -528,7 +591,8 @@ class Partition:
 
     def _absence_start(
         self, rule: Rule, event: Event, source: str, state: UserState, t: int, is_stop: bool
-    ) -> None:
+    ) -> bool:
+        """Handle ``event`` as a possible start (or cart removal); True when it armed."""
         absence = rule.absence
         assert absence is not None
         tz = state.tz
@@ -545,24 +609,24 @@ class Partition:
                     del entry[3][sku]
                 if not entry[3]:
                     del state.pending[rule.name][key]
-            return
+            return False
         if source not in absence.start.streams or not absence.start.where(event, tz):
-            return
+            return False
         key = self._match_key(rule, source, event)
         if absence.match and key in state.fired.get(rule.name, {}):
-            return  # one firing per matched key (per cart)
+            return False  # one firing per matched key (per cart)
         stop_ts = None if is_stop else state.stops.get(rule.name, {}).get(key)
         if stop_ts is not None and stop_ts >= event.ts:
-            return  # the stop was read before its start: nothing to wait for
+            return False  # the stop was read before its start: nothing to wait for
         if absence.guard is not None or absence.within.names:
             env = self._env(rule, state, t)
             if absence.guard is not None and not absence.guard.run(env):
-                return
+                return False
             within = int(absence.within.run(env))
         else:
             within = int(absence.within.run(Env({}, {})))
         if within <= 0:
-            return
+            return False
         pending = state.pending.setdefault(rule.name, {})
         entry = pending.get(key)
         deadline = event.ts + within
@@ -585,6 +649,7 @@ class Partition:
                 price = getattr(event, "price", None)
                 if price is not None:
                     item[1] = price
+        return True
 
     # -- time -------------------------------------------------------------------
 
