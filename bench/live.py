@@ -156,6 +156,28 @@ async def offered_load(
     }
 
 
+def lookup_latency(prefix: str, users: list[str], calls: int) -> dict[str, float]:
+    """What the checkout service pays: one ``TagClient.tags`` call, in ms."""
+    from streamtags.lookup import TagClient
+
+    client = TagClient(redis_url=REDIS_URL, prefix=prefix, timeout_ms=100)
+    timings = []
+    found = 0
+    for index in range(calls):
+        started = time.perf_counter()
+        tags = client.tags(users[index % len(users)])
+        timings.append((time.perf_counter() - started) * 1000)
+        found += bool(tags)
+    client.close()
+    timings.sort()
+    return {
+        "calls": calls,
+        "with_tags": found,
+        "p50_ms": round(statistics.median(timings), 3),
+        "p99_ms": round(timings[int(len(timings) * 0.99)], 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -239,6 +261,9 @@ def main() -> None:
                 probes_per_s=args.probes_per_s,
             )
         )
+        result["lookup"] = lookup_latency(
+            f"{run}:user:", [f"probe-{i}" for i in range(int(result["latency"]["probes"]))], 5000
+        )
     finally:
         worker.terminate()
         worker.wait(timeout=60)
@@ -250,6 +275,9 @@ def main() -> None:
     for key in ("offered_events_per_s", "probes", "landed", "p50_ms", "p99_ms", "max_ms"):
         if key in latency:
             print(f"{'event->Redis ' + key:<34}{latency[key]:>14}")
+    lookup = result["lookup"]
+    print(f"{'lookup tags(user) p50 ms':<34}{lookup['p50_ms']:>14}")
+    print(f"{'lookup tags(user) p99 ms':<34}{lookup['p99_ms']:>14}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
