@@ -21,7 +21,7 @@ from streamtags.records import DeadLetter, iso_ms
 
 __all__ = ["InvalidEvent", "dead_letter", "decode_event", "encode"]
 
-ErrorKind = Literal["not_json", "not_object", "invalid"]
+ErrorKind = Literal["not_json", "not_object", "invalid", "engine_error"]
 
 
 class InvalidEvent(ValueError):

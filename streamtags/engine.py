@@ -73,6 +73,8 @@ class Output:
     dirty: set[str] = field(default_factory=set)
     #: for each fired deadline: wall-clock ms after its deadline plus lateness
     fire_delays_ms: list[int] = field(default_factory=list)
+    #: events the engine could not apply (a rule bug), with the error: dead-letter them
+    failed: list[tuple[Decoded, str]] = field(default_factory=list)
 
     def extend(self, other: Output) -> None:
         """Append another output's contents."""
@@ -80,6 +82,7 @@ class Output:
         self.triggers.extend(other.triggers)
         self.dirty |= other.dirty
         self.fire_delays_ms.extend(other.fire_delays_ms)
+        self.failed.extend(other.failed)
 
 
 #: The field whose value decides which ``where`` filters can match, per stream.
@@ -319,7 +322,11 @@ class Partition:
                 continue  # a redelivery: its effects are already in the state
             state.offsets[decoded.source] = decoded.offset
             changes_before = len(out.changes)
-            armed = self._apply(event, decoded.source, state, now_ms, out)
+            try:
+                armed = self._apply(event, decoded.source, state, now_ms, out)
+            except Exception as exc:  # a rule bug must not stop the events behind it
+                out.failed.append((decoded, f"engine error: {type(exc).__name__}: {exc}"))
+                continue
             out.dirty.add(event.user_id)
             # Only a new deadline or a tag change can need an earlier wake-up; one that
             # moved later or went away is found (and rescheduled) when it comes due.

@@ -148,13 +148,30 @@ def field_reader(streams: Sequence[str], name: str) -> tuple[Reader, FieldInfo]:
     if len({i.kind for i in infos}) > 1:
         raise FeatureSpecError(f"field {name!r} has different types in {', '.join(streams)}")
     info = infos[0]
-    if name == "local_hour":
-        return _local_hour, info
-    if name == "brand" and streams == ["orders"]:
-        return _main_brand, info
-    if name == "item_count":
-        return _item_count, info
-    return _attribute(name), info
+    readers = {stream: _reader_for(stream, name) for stream in streams}
+    distinct = set(readers.values())
+    if len(distinct) == 1:
+        return distinct.pop(), info
+    # The field is computed on some streams and plain on others (orders.brand is the
+    # brand of the highest-value line; browse.brand is an attribute): pick per event.
+    return (lambda event, tz: readers[event.stream](event, tz)), info
+
+
+_VIRTUAL: dict[tuple[str | None, str], Reader] = {
+    (None, "local_hour"): _local_hour,
+    ("orders", "brand"): _main_brand,
+    ("orders", "item_count"): _item_count,
+}
+_ATTRIBUTES: dict[str, Reader] = {}
+
+
+def _reader_for(stream: str, name: str) -> Reader:
+    virtual = _VIRTUAL.get((stream, name)) or _VIRTUAL.get((None, name))
+    if virtual is not None:
+        return virtual
+    if name not in _ATTRIBUTES:
+        _ATTRIBUTES[name] = _attribute(name)
+    return _ATTRIBUTES[name]
 
 
 def _attribute(name: str) -> Reader:

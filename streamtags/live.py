@@ -123,11 +123,13 @@ class LiveTagger:
 
     # -- work -------------------------------------------------------------------
 
-    async def process(self, events: Iterable[Decoded]) -> list[tuple[str, Any]]:
+    async def process(
+        self, events: Iterable[Decoded]
+    ) -> tuple[list[tuple[str, Any]], list[tuple[Decoded, str]]]:
         """Run a batch through the engine and ship its output.
 
-        Returns (trigger id, delivery future) pairs: await them, then
-        :meth:`confirm`, before the batch is acked."""
+        Returns (trigger id, delivery future) pairs, to await with :meth:`confirm`
+        before the batch is acked, and the events the engine failed on."""
         now_ms = self.now_ms()
         by_partition: dict[int, list[Decoded]] = {}
         for decoded in events:
@@ -141,7 +143,7 @@ class LiveTagger:
             self.metrics.event_to_output.observe(
                 max(0, now_ms - parse_event_time(change["ts"])) / 1000
             )
-        return await self._ship(out)
+        return await self._ship(out), out.failed
 
     async def tick(self) -> list[tuple[str, Any]]:
         """Fire what is due in every partition (quiet users' deadlines, expiries)."""

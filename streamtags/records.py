@@ -134,8 +134,8 @@ class DeadLetter(_Record):
     key_b64: str | None = Field(description="The message key, base64; null if it had none.")
     value_b64: str = Field(description="The raw message value, base64.")
     reason: str = Field(description="Why it was rejected, readable by a person.")
-    error_kind: Literal["not_json", "not_object", "invalid"] = Field(
+    error_kind: Literal["not_json", "not_object", "invalid", "engine_error"] = Field(
         description="not_json: unparseable; not_object: JSON but not an object; invalid: "
-        "failed the contract."
+        "failed the contract; engine_error: valid, but a rule failed on it (a bug to report)."
     )
     rejected_at: str = Field(description="Wall-clock time of rejection, RFC 3339 UTC.")

@@ -25,7 +25,7 @@ import faust
 from faust.web import Request, Response, View
 from mode.utils.futures import notify
 
-from streamtags.codec import encode
+from streamtags.codec import InvalidEvent, dead_letter, encode
 from streamtags.engine import Engine
 from streamtags.ingest import RawMessage, decode_batch
 from streamtags.live import LiveTagger
@@ -231,6 +231,27 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         batch = decode_batch(
             messages, stream_of_topic=stream_of_topic, now_ms=int(time.time() * 1000)
         )
+        triggers, failed = await tagger.process(batch.events)
+        if failed:
+            raw_of = {(m.topic, m.partition, m.offset): m for m in messages}
+            for decoded, reason in failed:
+                raw = raw_of[(topic_of_stream[decoded.source], decoded.partition, decoded.offset)]
+                log.error(
+                    "engine failed on %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, reason
+                )
+                batch.rejected.append(
+                    (
+                        raw,
+                        dead_letter(
+                            topic=raw.topic,
+                            partition=raw.partition,
+                            offset=raw.offset,
+                            key=raw.key,
+                            value=raw.value,
+                            error=InvalidEvent(reason, "engine_error"),
+                        ),
+                    )
+                )
         deliveries = [
             await dead_letters.send(key=raw.key, value=encode(letter))
             for raw, letter in batch.rejected
@@ -251,7 +272,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             consumed[source] += count
             metrics_.events_consumed.labels(topic_of_stream[source]).inc(count)
         metrics_.batch_size.observe(len(events))
-        return await tagger.process(batch.events)
+        return triggers
 
     @app.timer(interval=settings.tick_interval_s)  # type: ignore[untyped-decorator]
     async def fire_deadlines() -> None:

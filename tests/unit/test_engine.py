@@ -258,3 +258,27 @@ def test_replaying_any_prefix_twice_adds_no_changes_or_triggers(cut: int) -> Non
     )
     assert len({c["change_id"] for c in out.changes}) == len(out.changes)
     assert once.changes  # the day does produce tags
+
+
+def test_an_engine_failure_on_one_event_is_reported_and_the_rest_go_on() -> None:
+    engine = Engine(load_rules(ROOT / "rules"), lateness_ms=LATENESS)
+    feature = next(f for f in engine.features.values() if f.streams == ("logins",))
+    original = feature.update
+
+    def explode(data: Any, event: Any, tz: str | None) -> Any:
+        if event.event_id == "logins-2":
+            raise ZeroDivisionError("a rule bug")
+        return original(data, event, tz)
+
+    feature.update = explode  # type: ignore[method-assign]
+    part = engine.partition()
+    events = [
+        ev("logins", 1, 0, ip="203.0.113.1", country="SG"),
+        ev("logins", 2, MINUTE, ip="203.0.113.2", country="SG"),
+        ev("logins", 3, 2 * MINUTE, ip="203.0.113.3", country="DE"),
+    ]
+    out = part.process(events, T0 + 3 * MINUTE)
+    assert [(d.offset, reason) for d, reason in out.failed] == [
+        (2, "engine error: ZeroDivisionError: a rule bug")
+    ]
+    assert any(c["tag"] == "ip_hopping" for c in out.changes)  # the event after still counts

@@ -127,3 +127,22 @@ def test_time_scale_shortens_every_duration() -> None:
     assert cart.absence is not None
     assert cart.absence.within.run(Env({}, {})) == 15_000
     assert cart.ttl_ms == 24 * 60_000
+
+
+def test_a_field_computed_on_one_stream_and_plain_on_another_reads_both(tmp_path: Path) -> None:
+    from streamtags.codec import decode_event
+    from streamtags.features import field_reader
+
+    reader, _ = field_reader(["orders", "browse"], "brand")
+    order = decode_event(
+        "orders",
+        b'{"event_id":"e","user_id":"u","ts":1795341600000,'
+        b'"order_id":"o","status":"paid","amount":5,'
+        b'"items":[{"sku":"a","brand":"zen","unit_price":5}]}',
+    )
+    view = decode_event(
+        "browse",
+        b'{"event_id":"e","user_id":"u","ts":1795341600000,"action":"product_view","brand":"acme"}',
+    )
+    assert reader(order, None) == "zen"
+    assert reader(view, None) == "acme"
