@@ -29,61 +29,23 @@ Semantics (event time throughout, epoch ms UTC):
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from streamtags.absence import MARKER_RETENTION_MS, Deadlines
 from streamtags.clock import PartitionClock
 from streamtags.events import Account, Event
-from streamtags.expressions import Env
-from streamtags.features import Feature, Filter, compile_filter, field_reader
+from streamtags.features import Feature
+from streamtags.fields import Filter, compile_filter, field_reader
 from streamtags.ingest import Decoded
-from streamtags.records import iso_ms
+from streamtags.lifecycle import Change, Output, Trigger
 from streamtags.rulebook import Rule, Ruleset
 from streamtags.state import StateFormatError, UserState
 
 __all__ = ["Change", "Engine", "Output", "Partition", "Trigger"]
-
-Change = dict[str, Any]
-"""A tag change, shaped exactly as :class:`streamtags.records.TagChange` (plain data:
-the hot path builds thousands of these, and the pydantic model is the contract
-that tests hold them to)."""
-Trigger = dict[str, Any]
-"""A coupon trigger, shaped exactly as :class:`streamtags.records.CouponTrigger`."""
-
-#: How long fired/stop markers are kept (one trigger per cart within this time).
-MARKER_RETENTION_MS = 30 * 86_400_000
-#: At most this many products are remembered per pending cart.
-CART_MAX_SKUS = 50
-#: At most this many pending deadlines / markers per rule and user.
-MAX_KEYS_PER_RULE = 32
-
-
-@dataclass(slots=True)
-class Output:
-    """What one call produced."""
-
-    changes: list[Change] = field(default_factory=list)
-    triggers: list[Trigger] = field(default_factory=list)
-    #: users whose state changed and must be written back
-    dirty: set[str] = field(default_factory=set)
-    #: for each fired deadline: wall-clock ms after its deadline plus lateness
-    fire_delays_ms: list[int] = field(default_factory=list)
-    #: events the engine could not apply (a rule bug), with the error: dead-letter them
-    failed: list[tuple[Decoded, str]] = field(default_factory=list)
-
-    def extend(self, other: Output) -> None:
-        """Append another output's contents."""
-        self.changes.extend(other.changes)
-        self.triggers.extend(other.triggers)
-        self.dirty |= other.dirty
-        self.fire_delays_ms.extend(other.fire_delays_ms)
-        self.failed.extend(other.failed)
-
 
 #: The field whose value decides which ``where`` filters can match, per stream.
 DISPATCH_FIELDS = {
@@ -131,28 +93,6 @@ class _Dispatch:
         if self.field is None:
             return self.always
         return self.by_value.get(getattr(event, self.field), self.always)
-
-
-class _Values(dict[str, float]):
-    """Feature values computed on first use, so ``a and b`` skips ``b`` when ``a`` fails."""
-
-    __slots__ = ("data", "rule", "t")
-
-    def __init__(self, rule: Rule, data: dict[str, Any], t: int) -> None:
-        super().__init__(rule.params)
-        self.rule = rule
-        self.data = data
-        self.t = t
-
-    def __missing__(self, name: str) -> float:
-        feature = self.rule.features[name]
-        value = feature.value(self.data.get(feature.key), self.t)
-        self[name] = value
-        return value
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=10).hexdigest()
 
 
 class Engine:
@@ -224,7 +164,7 @@ class Engine:
         return Partition(self, load=load)
 
 
-class Partition:
+class Partition(Deadlines):
     """One partition's users, clock and deadlines. Not thread-safe; one owner."""
 
     def __init__(
@@ -405,259 +345,6 @@ class Partition:
                     self._evaluate(rule, user_id, state, t, event_ids, now_ms, out)
         return armed
 
-    def _env(self, rule: Rule, state: UserState, t: int) -> Env:
-        return Env(_Values(rule, state.features, t), state.tags)
-
-    def _evaluate(
-        self,
-        rule: Rule,
-        user_id: str,
-        state: UserState,
-        t: int,
-        event_ids: list[str],
-        now_ms: int,
-        out: Output,
-    ) -> None:
-        assert rule.condition is not None
-        live = state.tags.get(rule.tag)
-        if (
-            live is not None
-            and not rule.clear_when_false
-            and t < live[1]
-            and t + rule.ttl_ms - live[1] < rule.ttl_ms // 4
-            and (rule.category != "marketing" or state.personalization)
-        ):
-            return  # live, sticky and not due for renewal: nothing can change
-        env = self._env(rule, state, t)
-        holds = bool(rule.condition.run(env))
-        if rule.category == "marketing" and not state.personalization:
-            holds = False
-        if live is not None and live[1] <= t:
-            self._clear(rule, user_id, state, live[1], "the tag's time to live passed", now_ms, out)
-            live = None
-        if holds:
-            expires = t + rule.ttl_ms
-            if live is None:
-                last = state.last_applied.get(rule.tag)
-                if rule.cooldown_ms and last is not None and t - last < rule.cooldown_ms:
-                    return
-                state.tags[rule.tag] = [t, expires]
-                if rule.cooldown_ms:
-                    state.last_applied[rule.tag] = t
-                action = "applied"
-            elif expires - live[1] >= rule.ttl_ms // 4:
-                live[1] = expires
-                action = "renewed"
-            else:
-                return
-            out.changes.append(
-                self._change(
-                    rule,
-                    user_id,
-                    action,
-                    t,
-                    expires,
-                    rule.description,
-                    env,
-                    state,
-                    event_ids,
-                    now_ms,
-                )
-            )
-        elif live is not None and rule.clear_when_false:
-            self._clear(
-                rule,
-                user_id,
-                state,
-                t,
-                "the condition no longer holds",
-                now_ms,
-                out,
-                env=env,
-                event_ids=event_ids,
-            )
-
-    def _change(
-        self,
-        rule: Rule,
-        user_id: str,
-        action: str,
-        t: int,
-        expires: int | None,
-        reason: str,
-        env: Env | None,
-        state: UserState,
-        event_ids: list[str],
-        now_ms: int,
-    ) -> Change:
-        figures: dict[str, float] = {}
-        shown: dict[str, list[str]] = {}
-        if env is not None:
-            for name, feature in rule.features.items():
-                value = env.values[name]
-                figures[name] = value / 1000 if feature.value_type == "duration" else value
-                values = feature.shown(state.features.get(feature.key), t)
-                if values:
-                    shown[name] = values
-        text = reason or rule.name
-        if shown:
-            text += " (" + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(shown.items())) + ")"
-        return {
-            "change_id": _digest(user_id, rule.tag, action, rule.version, t),
-            "user_id": user_id,
-            "tag": rule.tag,
-            "action": action,
-            "category": rule.category,
-            "severity": rule.severity,
-            "ts": iso_ms(t),
-            "emitted_at": iso_ms(now_ms),
-            "expires_at": iso_ms(expires) if expires is not None else None,
-            "rule": {"name": rule.name, "version": rule.version},
-            "evidence": {"reason": text, "figures": figures, "event_ids": list(event_ids)},
-        }
-
-    def _clear(
-        self,
-        rule: Rule,
-        user_id: str,
-        state: UserState,
-        t: int,
-        reason: str,
-        now_ms: int,
-        out: Output,
-        *,
-        env: Env | None = None,
-        event_ids: list[str] | None = None,
-    ) -> None:
-        if state.tags.pop(rule.tag, None) is None:
-            return
-        out.changes.append(
-            self._change(
-                rule, user_id, "cleared", t, None, reason, env, state, event_ids or [], now_ms
-            )
-        )
-
-    def _clear_marketing(
-        self, user_id: str, state: UserState, event: Event, now_ms: int, out: Output
-    ) -> None:
-        for rule in self.engine.rules:
-            if rule.category == "marketing":
-                self._clear(
-                    rule,
-                    user_id,
-                    state,
-                    event.ts,
-                    "the user turned personalisation off",
-                    now_ms,
-                    out,
-                    event_ids=[event.event_id],
-                )
-
-    # -- absence ----------------------------------------------------------------
-
-    def _match_key(self, rule: Rule, source: str, event: Event) -> str:
-        reader = self.engine._match_readers.get((rule.name, source))
-        value = reader(event, None) if reader is not None else None
-        return "" if value is None else str(value)
-
-    def _absence_stop(
-        self, rule: Rule, event: Event, source: str, state: UserState, now_ms: int, out: Output
-    ) -> bool:
-        """Handle ``event`` as a possible stop; True when it was one."""
-        absence = rule.absence
-        assert absence is not None
-        if not absence.stop.where(event, state.tz):
-            return False
-        key = self._match_key(rule, source, event)
-        pending = state.pending.get(rule.name)
-        entry = pending.get(key) if pending else None
-        if entry is not None and event.ts <= entry[1]:
-            del pending[key]  # type: ignore[union-attr]
-            if not pending:
-                del state.pending[rule.name]
-        elif key or not absence.match:  # an order without a cart cancels no cart
-            stops = state.stops.setdefault(rule.name, {})
-            stops[key] = max(stops.get(key, 0), event.ts)
-            _trim(stops)
-        fired = state.fired.get(rule.name)
-        was_fired = fired is not None and key in fired
-        if was_fired and not absence.match:
-            del fired[key]  # type: ignore[union-attr]  # a user-level pattern may fire again
-        if absence.clear_on_stop and (was_fired or (not absence.match and rule.tag in state.tags)):
-            self._clear(
-                rule,
-                event.user_id,
-                state,
-                event.ts,
-                f"{source} event {event.event_id} ended it",
-                now_ms,
-                out,
-                event_ids=[event.event_id],
-            )
-        return True
-
-    def _absence_start(
-        self, rule: Rule, event: Event, source: str, state: UserState, t: int, is_stop: bool
-    ) -> bool:
-        """Handle ``event`` as a possible start (or cart removal); True when it armed."""
-        absence = rule.absence
-        assert absence is not None
-        tz = state.tz
-        remove = absence.cart_remove
-        key: str
-        if remove is not None and source in remove.streams and remove.where(event, tz):
-            key = self._match_key(rule, source, event)
-            entry = state.pending.get(rule.name, {}).get(key)
-            sku = getattr(event, "sku", None)
-            if entry is not None and sku and sku in entry[3]:
-                item = entry[3][sku]
-                item[0] -= 1
-                if item[0] <= 0:
-                    del entry[3][sku]
-                if not entry[3]:
-                    del state.pending[rule.name][key]
-            return False
-        if source not in absence.start.streams or not absence.start.where(event, tz):
-            return False
-        key = self._match_key(rule, source, event)
-        if absence.match and key in state.fired.get(rule.name, {}):
-            return False  # one firing per matched key (per cart)
-        stop_ts = None if is_stop else state.stops.get(rule.name, {}).get(key)
-        if stop_ts is not None and stop_ts >= event.ts:
-            return False  # the stop was read before its start: nothing to wait for
-        if absence.guard is not None or absence.within.names:
-            env = self._env(rule, state, t)
-            if absence.guard is not None and not absence.guard.run(env):
-                return False
-            within = int(absence.within.run(env))
-        else:
-            within = int(absence.within.run(Env({}, {})))
-        if within <= 0:
-            return False
-        pending = state.pending.setdefault(rule.name, {})
-        entry = pending.get(key)
-        deadline = event.ts + within
-        if entry is None:
-            entry = pending[key] = [event.ts, deadline, [event.event_id], {}]
-            if len(pending) > MAX_KEYS_PER_RULE:
-                oldest = min(pending, key=lambda k: pending[k][1])
-                del pending[oldest]
-        else:
-            entry[1] = max(entry[1], deadline)
-            ids = entry[2]
-            if event.event_id not in ids:
-                ids.append(event.event_id)
-                del ids[1:-2]  # keep the first and the last two
-        if absence.collect_cart:
-            sku = getattr(event, "sku", None)
-            if sku and (sku in entry[3] or len(entry[3]) < CART_MAX_SKUS):
-                item = entry[3].setdefault(sku, [0, getattr(event, "price", None)])
-                item[0] += 1
-                price = getattr(event, "price", None)
-                if price is not None:
-                    item[1] = price
-        return True
-
     # -- time -------------------------------------------------------------------
 
     def _tick(
@@ -706,63 +393,6 @@ class Partition:
                 else:
                     del markers[name]
 
-    def _fire(
-        self,
-        rule: Rule,
-        user_id: str,
-        key: str,
-        entry: list[Any],
-        state: UserState,
-        now_ms: int,
-        out: Output,
-    ) -> None:
-        first_ts, deadline, event_ids, cart = entry
-        state.fired.setdefault(rule.name, {})[key] = deadline
-        _trim(state.fired[rule.name])
-        out.fire_delays_ms.append(now_ms - (deadline + self.engine.lateness_ms))
-        if rule.category == "marketing" and not state.personalization:
-            return
-        if state.stops.get(rule.name, {}).get(key, 0) > first_ts:
-            return  # the stop came just after the deadline but before it fired: moot
-        live = state.tags.get(rule.tag)
-        expires = deadline + rule.ttl_ms
-        env = self._env(rule, state, deadline)
-        what = f"{rule.description} (started {iso_ms(first_ts)}"
-        what += f", {rule.absence.match} {key})" if rule.absence and rule.absence.match else ")"
-        if live is None:
-            state.tags[rule.tag] = [deadline, expires]
-            if rule.cooldown_ms:
-                state.last_applied[rule.tag] = deadline
-            action = "applied"
-        else:
-            live[1] = max(live[1], expires)
-            action = "renewed"
-        change = self._change(
-            rule, user_id, action, deadline, expires, what, env, state, event_ids, now_ms
-        )
-        out.changes.append(change)
-        if rule.coupon is not None:
-            items = [
-                {"sku": sku, "quantity": qty, "unit_price": price}
-                for sku, (qty, price) in sorted(cart.items())
-            ]
-            value = round(sum(qty * (price or 0.0) for _, (qty, price) in cart.items()), 2)
-            out.triggers.append(
-                {
-                    "trigger_id": _digest(user_id, rule.name, key if key else first_ts),
-                    "user_id": user_id,
-                    "cart_id": key or None,
-                    "items": items,
-                    "cart_value": value,
-                    "abandoned_at": iso_ms(deadline),
-                    "coupon": {
-                        "discount_pct": rule.coupon.discount_pct,
-                        "valid_until": iso_ms(deadline + rule.coupon.valid_for_ms),
-                    },
-                    "rule": {"name": rule.name, "version": rule.version},
-                }
-            )
-
     def _recheck_ms(self, rule: Rule, state: UserState) -> int | None:
         times = [
             feature.next_change_ms(state.features.get(feature.key), state.latest_ts)
@@ -797,9 +427,3 @@ class Partition:
                     if recheck is not None and (due is None or recheck < due):
                         due = recheck
         return due
-
-
-def _trim(markers: dict[str, int]) -> None:
-    if len(markers) > MAX_KEYS_PER_RULE:
-        for key in sorted(markers, key=markers.__getitem__)[: len(markers) - MAX_KEYS_PER_RULE]:
-            del markers[key]

@@ -25,14 +25,8 @@ from streamtags.expressions import (
     compile_expression,
     parse_duration_ms,
 )
-from streamtags.features import (
-    Feature,
-    FeatureSpecError,
-    Filter,
-    build_feature,
-    compile_filter,
-    field_reader,
-)
+from streamtags.features import Feature, build_feature
+from streamtags.fields import FeatureSpecError, Filter, compile_filter, field_reader
 
 __all__ = ["Absence", "CouponSpec", "Matcher", "Rule", "RuleError", "Ruleset", "load_rules"]
 

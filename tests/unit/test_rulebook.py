@@ -131,7 +131,7 @@ def test_time_scale_shortens_every_duration() -> None:
 
 def test_a_field_computed_on_one_stream_and_plain_on_another_reads_both(tmp_path: Path) -> None:
     from streamtags.codec import decode_event
-    from streamtags.features import field_reader
+    from streamtags.fields import field_reader
 
     reader, _ = field_reader(["orders", "browse"], "brand")
     order = decode_event(
