@@ -45,6 +45,19 @@ class IngestBatch:
     events: list[Decoded] = field(default_factory=list)
     rejected: list[tuple[RawMessage, DeadLetter]] = field(default_factory=list)
 
+    def reject(self, message: RawMessage, error: InvalidEvent, *, now_ms: int) -> None:
+        """Record ``message`` for the dead-letter topic, with why."""
+        letter = dead_letter(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            error=error,
+            now_ms=now_ms,
+        )
+        self.rejected.append((message, letter))
+
 
 def decode_batch(
     messages: Iterable[RawMessage], *, stream_of_topic: Mapping[str, str], now_ms: int
@@ -56,20 +69,7 @@ def decode_batch(
         try:
             event = decode_event(stream, message.value)
         except InvalidEvent as error:
-            batch.rejected.append(
-                (
-                    message,
-                    dead_letter(
-                        topic=message.topic,
-                        partition=message.partition,
-                        offset=message.offset,
-                        key=message.key,
-                        value=message.value,
-                        error=error,
-                        now_ms=now_ms,
-                    ),
-                )
-            )
+            batch.reject(message, error, now_ms=now_ms)
             continue
         batch.events.append(Decoded(message.partition, stream, message.offset, event))
     return batch

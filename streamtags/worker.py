@@ -25,7 +25,7 @@ import faust
 from faust.web import Request, Response, View
 from mode.utils.futures import notify
 
-from streamtags.codec import InvalidEvent, dead_letter, encode
+from streamtags.codec import InvalidEvent, encode
 from streamtags.engine import Engine
 from streamtags.ingest import RawMessage, decode_batch
 from streamtags.live import LiveTagger
@@ -228,9 +228,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             )
             for e in events
         ]
-        batch = decode_batch(
-            messages, stream_of_topic=stream_of_topic, now_ms=int(time.time() * 1000)
-        )
+        now_ms = int(time.time() * 1000)
+        batch = decode_batch(messages, stream_of_topic=stream_of_topic, now_ms=now_ms)
         triggers, failed = await tagger.process(batch.events)
         if failed:
             raw_of = {(m.topic, m.partition, m.offset): m for m in messages}
@@ -239,19 +238,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
                 log.error(
                     "engine failed on %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, reason
                 )
-                batch.rejected.append(
-                    (
-                        raw,
-                        dead_letter(
-                            topic=raw.topic,
-                            partition=raw.partition,
-                            offset=raw.offset,
-                            key=raw.key,
-                            value=raw.value,
-                            error=InvalidEvent(reason, "engine_error"),
-                        ),
-                    )
-                )
+                batch.reject(raw, InvalidEvent(reason, "engine_error"), now_ms=now_ms)
         deliveries = [
             await dead_letters.send(key=raw.key, value=encode(letter))
             for raw, letter in batch.rejected
