@@ -27,7 +27,9 @@ stack-status:
 	@stack/stack.sh status
 
 lint: venv
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy streamtags tests bench
 
 unit: venv

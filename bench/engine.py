@@ -22,13 +22,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamtags.engine import Engine  # noqa: E402
-from streamtags.events import Account, Browse, Event, Login, Order, OrderItem  # noqa: E402
-from streamtags.ingest import Decoded  # noqa: E402
-from streamtags.rulebook import load_rules  # noqa: E402
+from streamtags.contracts.events import Account, Browse, Event, Login, Order, OrderItem  # noqa: E402
+from streamtags.contracts.ingest import Decoded  # noqa: E402
+from streamtags.engine.partition import Engine  # noqa: E402
+from streamtags.rulebook.loader import load_rules  # noqa: E402
 
 START_MS = 1_795_341_600_000
-#: The worker raises the young-generation threshold too (streamtags.worker): per-user
+#: The worker raises the young-generation threshold too (streamtags.live.app): per-user
 #: state is many small long-lived containers, and default thresholds rescan them often.
 GC_THRESHOLDS = (50_000, 50, 100)
 

@@ -37,8 +37,8 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamtags.simulate import background  # noqa: E402
-from streamtags.topics import ensure_topics  # noqa: E402
+from streamtags.live.topics import ensure_topics  # noqa: E402
+from streamtags.offline.simulate import background  # noqa: E402
 
 KAFKA = os.environ.get("STREAMTAGS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("STREAMTAGS_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -158,7 +158,7 @@ async def offered_load(
 
 def lookup_latency(prefix: str, users: list[str], calls: int) -> dict[str, float]:
     """What the checkout service pays: one ``TagClient.tags`` call, in ms."""
-    from streamtags.lookup import TagClient
+    from streamtags.serving.lookup import TagClient
 
     client = TagClient(redis_url=REDIS_URL, prefix=prefix, timeout_ms=100)
     timings = []

@@ -1,31 +1,29 @@
 """streamtags: live customer tags from Kafka event streams.
 
-Reading order, following one event from the top of the tree to the bottom:
+Reading order, following one event from the top of the tree to the bottom
+(each subpackage's docstring maps its own modules):
 
-1. :mod:`streamtags.events` - input contracts (orders, browse, logins, accounts).
-2. :mod:`streamtags.codec` - bytes to validated events, records to bytes;
-   :mod:`streamtags.ingest` - a batch of raw messages to events and dead letters.
-3. :mod:`streamtags.rulebook` - ``rules/*.yaml`` parsed and checked at load;
-   :mod:`streamtags.expressions` - the condition language;
-   :mod:`streamtags.fields` - what rules may read from events, ``where`` filters;
-   :mod:`streamtags.features` - per-user rolling state (windows, distinct sets,
-   buckets, sequences, gaps).
-4. :mod:`streamtags.state` - one user's state and its compact bytes.
-5. :mod:`streamtags.engine` - the pure core: ``(state, events, now) -> (state, tag
-   changes, coupon triggers)``, with :mod:`streamtags.lifecycle` (applied, renewed,
-   cleared, evidence), :mod:`streamtags.absence` (deadlines and coupons) and
-   :mod:`streamtags.clock` (event time, watermarks).
-6. :mod:`streamtags.records` - the output contracts (tag change, coupon trigger,
-   dead letter); :mod:`streamtags.schemas` - their JSON Schemas.
-7. :mod:`streamtags.backtest` and :mod:`streamtags.scenarios` - the engine offline.
-8. :mod:`streamtags.worker` - the Faust shell around :mod:`streamtags.live` (engine
-   partitions, coalesced state writes via :mod:`streamtags.table_store`, outputs);
-   :mod:`streamtags.redis_layout`, :mod:`streamtags.redis_sink` - the live lookup store.
-9. :mod:`streamtags.lookup` - the client the checkout service uses;
-   :mod:`streamtags.cli` (with ``rules_cli``, ``live_cli``) - the command line;
-   :mod:`streamtags.simulate` - traffic; :mod:`streamtags.producing` - recordings.
+1. :mod:`streamtags.contracts` - input events, output records, the codec
+   (bytes to events, never raising), ingest (a batch of raw messages to
+   events and dead letters), JSON Schemas, recorded files.
+2. :mod:`streamtags.rulebook` - ``rules/*.yaml`` loaded, checked and compiled
+   once: the condition language, what rules may read from events, and the
+   per-user rolling features.
+3. :mod:`streamtags.engine` - the pure core: one user's state, the
+   partition clock, the per-event steps, tag lifecycle and deadlines.
+4. :mod:`streamtags.offline` - the engine on a simulated clock: replaying
+   recordings, analysts' scenarios, simulated traffic.
+5. :mod:`streamtags.live` - the Faust worker: agent, tagger, state table,
+   topics, metrics.
+6. :mod:`streamtags.serving` - the Redis layout, the sink that writes it and
+   the lookup client checkout uses.
+7. :mod:`streamtags.cli` - the command line.
 
-Configuration: :mod:`streamtags.settings`. Kafka topics: :mod:`streamtags.topics`.
+Across all of them: :mod:`streamtags.settings` (one frozen settings object)
+and :mod:`streamtags.errors` (one exception tree). The layers are enforced
+by import-linter contracts in ``pyproject.toml``: lower layers never import
+higher ones, and the engine, contracts, rulebook and offline replay import
+no Faust, Kafka client or Redis.
 """
 
 __all__: list[str] = []

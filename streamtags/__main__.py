@@ -2,6 +2,6 @@
 
 import sys
 
-from streamtags.cli import main
+from streamtags.cli.main import main
 
 sys.exit(main())

@@ -13,13 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["InputTopics", "OutputTopics", "Settings", "SettingsError"]
+from streamtags.errors import SettingsError
+
+__all__ = ["InputTopics", "OutputTopics", "Settings"]
 
 PREFIX = "STREAMTAGS_"
-
-
-class SettingsError(ValueError):
-    """An environment variable holds a value streamtags cannot use."""
 
 
 @dataclass(frozen=True, slots=True)

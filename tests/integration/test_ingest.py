@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import orjson
 
-from streamtags.topics import ensure_topics
+from streamtags.live.topics import ensure_topics
 from tests.integration.conftest import KAFKA, Names, Worker, consume, produce, wait_for
 
 BASE_TS = 1_795_341_600_000

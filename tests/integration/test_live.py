@@ -17,7 +17,7 @@ import jsonschema
 import orjson
 import redis
 
-from streamtags.lookup import AsyncTagClient, TagClient
+from streamtags.serving.lookup import AsyncTagClient, TagClient
 from tests.integration.conftest import (
     REDIS_URL,
     ROOT,

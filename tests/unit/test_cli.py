@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamtags.cli import main
+from streamtags.cli.main import main
 
 COMMANDS = [
     [],

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamtags.codec import InvalidEvent, decode_event, encode
-from streamtags.events import STREAMS, Browse, Login, Order, parse_event_time
-from streamtags.records import iso_ms
+from streamtags.contracts.codec import decode_event, encode
+from streamtags.contracts.events import STREAMS, Browse, Login, Order, parse_event_time
+from streamtags.contracts.records import iso_ms
+from streamtags.errors import InvalidEvent
 
 GOOD: dict[str, dict[str, Any]] = {
     "orders": {

@@ -10,13 +10,13 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamtags.clock import PartitionClock
-from streamtags.codec import decode_event
-from streamtags.engine import Engine, Output
-from streamtags.ingest import Decoded
-from streamtags.records import CouponTrigger, TagChange
-from streamtags.rulebook import load_rules
-from streamtags.state import UserState
+from streamtags.contracts.codec import decode_event
+from streamtags.contracts.ingest import Decoded
+from streamtags.contracts.records import CouponTrigger, TagChange
+from streamtags.engine.clock import PartitionClock
+from streamtags.engine.partition import Engine, Output
+from streamtags.engine.state import UserState
+from streamtags.rulebook.loader import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = load_rules(ROOT / "rules")

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import orjson
 
-from streamtags.backtest import Replay
-from streamtags.codec import decode_event
-from streamtags.ingest import Decoded
-from streamtags.lookup import AsyncTagClient, TagClient
-from streamtags.producing import Outgoing
-from streamtags.redis_layout import decode_tags
-from streamtags.rulebook import load_rules
-from streamtags.simulate import PERSONAS, plan_personas, run
+from streamtags.contracts.codec import decode_event
+from streamtags.contracts.ingest import Decoded
+from streamtags.contracts.recordings import Outgoing
+from streamtags.offline.replay import Replay
+from streamtags.offline.simulate import PERSONAS, plan_personas, run
+from streamtags.rulebook.loader import load_rules
+from streamtags.serving.lookup import AsyncTagClient, TagClient
+from streamtags.serving.redis_layout import decode_tags
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOSED_PORT = "redis://127.0.0.1:1/0"
@@ -79,6 +79,9 @@ def test_importing_the_lookup_client_does_not_import_faust() -> None:
     import subprocess
     import sys
 
-    code = "import sys, streamtags.lookup; print('faust' in sys.modules, 'mode' in sys.modules)"
+    code = (
+        "import sys, streamtags.serving.lookup; "
+        "print('faust' in sys.modules, 'mode' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streamtags.rulebook import load_rules
-from streamtags.scenarios import Scenario, load_scenarios, run_scenario
+from streamtags.offline.scenarios import Scenario, load_scenarios, run_scenario
+from streamtags.rulebook.loader import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = load_rules(ROOT / "rules")

@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from streamtags.expressions import Env, ExpressionError, compile_expression, parse_duration_ms
-from streamtags.rulebook import RuleError, load_rules
+from streamtags.errors import ExpressionError, RuleError
+from streamtags.rulebook.expressions import (
+    Env,
+    compile_expression,
+    parse_duration_ms,
+)
+from streamtags.rulebook.loader import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,8 +135,8 @@ def test_time_scale_shortens_every_duration() -> None:
 
 
 def test_a_field_computed_on_one_stream_and_plain_on_another_reads_both(tmp_path: Path) -> None:
-    from streamtags.codec import decode_event
-    from streamtags.fields import field_reader
+    from streamtags.contracts.codec import decode_event
+    from streamtags.rulebook.fields import field_reader
 
     reader, _ = field_reader(["orders", "browse"], "brand")
     order = decode_event(

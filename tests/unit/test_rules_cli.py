@@ -7,10 +7,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from streamtags.cli import main
-from streamtags.records import CouponTrigger, TagChange
-from streamtags.rulebook import load_rules
-from streamtags.scenarios import Scenario, load_scenarios, run_scenario
+from streamtags.cli.main import main
+from streamtags.contracts.records import CouponTrigger, TagChange
+from streamtags.offline.scenarios import Scenario, load_scenarios, run_scenario
+from streamtags.rulebook.loader import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = load_scenarios(ROOT / "rules" / "scenarios")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamtags.schemas import CONTRACTS, render
+from streamtags.contracts.schemas import CONTRACTS, render
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamtags.settings import Settings, SettingsError
+from streamtags.errors import SettingsError
+from streamtags.settings import Settings
 
 
 def test_defaults_without_environment() -> None:

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from streamtags.codec import InvalidEvent, dead_letter, decode_event
-from streamtags.events import Event
-from streamtags.records import DeadLetter
+from streamtags.contracts.codec import dead_letter, decode_event
+from streamtags.contracts.events import Event
+from streamtags.contracts.records import DeadLetter
+from streamtags.errors import InvalidEvent
 
 __all__ = ["Decoded", "IngestBatch", "RawMessage", "decode_batch"]
 

@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from streamtags.events import STREAMS, Event, Order
+from streamtags.contracts.events import STREAMS, Event, Order
+from streamtags.errors import FeatureSpecError
 
 __all__ = [
     "FIELDS",
-    "FeatureSpecError",
     "FieldInfo",
     "Filter",
     "Reader",
@@ -30,10 +30,6 @@ __all__ = [
 ]
 
 FieldKind = Literal["text", "number", "bool"]
-
-
-class FeatureSpecError(ValueError):
-    """A feature or filter definition cannot be compiled."""
 
 
 class FieldInfo(typing.NamedTuple):

@@ -14,11 +14,9 @@ from collections.abc import Iterable
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-__all__ = ["TopicMismatch", "ensure_topics"]
+from streamtags.errors import TopicMismatch
 
-
-class TopicMismatch(RuntimeError):
-    """A topic exists with a partition count streamtags cannot use."""
+__all__ = ["ensure_topics"]
 
 
 async def ensure_topics(

@@ -16,17 +16,18 @@ from typing import Any
 
 import orjson
 
-from streamtags.engine import Engine, Output, Partition
-from streamtags.events import parse_event_time
-from streamtags.ingest import Decoded
-from streamtags.metrics import Metrics
-from streamtags.redis_sink import RedisSink, TriggerGuard
-from streamtags.state import StateFormatError, UserState
-from streamtags.table_store import TableStore
+from streamtags.contracts.events import parse_event_time
+from streamtags.contracts.ingest import Decoded
+from streamtags.engine.partition import Engine, Output, Partition
+from streamtags.engine.state import UserState
+from streamtags.errors import StateFormatError
+from streamtags.live.metrics import Metrics
+from streamtags.live.table_store import TableStore
+from streamtags.serving.redis_sink import RedisSink, TriggerGuard
 
 __all__ = ["LiveTagger", "Send"]
 
-log = logging.getLogger("streamtags.live")
+log = logging.getLogger("streamtags.live.tagger")
 
 Send = Callable[[bytes, bytes], Awaitable[Any]]
 """Send (key, value) to a topic; awaiting it queues the record and returns a delivery

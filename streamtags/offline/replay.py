@@ -14,11 +14,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamtags.codec import InvalidEvent, decode_event
-from streamtags.engine import Change, Engine, Output, Partition, Trigger
-from streamtags.ingest import Decoded
-from streamtags.producing import RecordingError, outgoing_from_line
-from streamtags.rulebook import Ruleset
+from streamtags.contracts.codec import decode_event
+from streamtags.contracts.ingest import Decoded
+from streamtags.contracts.recordings import outgoing_from_line
+from streamtags.engine.partition import Change, Engine, Output, Partition, Trigger
+from streamtags.errors import InvalidEvent, RecordingError
+from streamtags.rulebook.loader import Ruleset
 
 __all__ = ["Rejected", "Replay", "read_events"]
 

@@ -37,9 +37,15 @@ from typing import Any
 
 import orjson
 
-from streamtags.events import STREAMS, Event
-from streamtags.expressions import ValueType
-from streamtags.fields import FeatureSpecError, Filter, Reader, compile_filter, field_reader
+from streamtags.contracts.events import STREAMS, Event
+from streamtags.errors import FeatureSpecError
+from streamtags.rulebook.expressions import ValueType
+from streamtags.rulebook.fields import (
+    Filter,
+    Reader,
+    compile_filter,
+    field_reader,
+)
 
 __all__ = ["KINDS", "Feature", "build_feature"]
 

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from streamtags.events import Account, Browse, Login, Order
-from streamtags.records import CouponTrigger, DeadLetter, TagChange
+from streamtags.contracts.events import Account, Browse, Login, Order
+from streamtags.contracts.records import CouponTrigger, DeadLetter, TagChange
 
 __all__ = ["CONTRACTS", "export", "render"]
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from streamtags.events import Event
-from streamtags.expressions import Env
-from streamtags.lifecycle import Output, TagLifecycle, digest
-from streamtags.records import iso_ms
-from streamtags.rulebook import Rule
-from streamtags.state import UserState
+from streamtags.contracts.events import Event
+from streamtags.contracts.records import iso_ms
+from streamtags.engine.lifecycle import Output, TagLifecycle, digest
+from streamtags.engine.state import UserState
+from streamtags.rulebook.expressions import Env
+from streamtags.rulebook.loader import Rule
 
 if TYPE_CHECKING:
-    from streamtags.engine import Engine
+    from streamtags.engine.partition import Engine
 
 __all__ = ["CART_MAX_SKUS", "MARKER_RETENTION_MS", "MAX_KEYS_PER_RULE", "Deadlines", "trim"]
 

@@ -11,26 +11,15 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from streamtags.events import STREAMS, Event
-from streamtags.records import DeadLetter, iso_ms
+from streamtags.contracts.events import STREAMS, Event
+from streamtags.contracts.records import DeadLetter, iso_ms
+from streamtags.errors import InvalidEvent
 
-__all__ = ["InvalidEvent", "dead_letter", "decode_event", "encode"]
-
-ErrorKind = Literal["not_json", "not_object", "invalid", "engine_error"]
-
-
-class InvalidEvent(ValueError):
-    """An input message broke the contract; ``reason`` says how, for people."""
-
-    def __init__(self, reason: str, kind: ErrorKind) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.kind: ErrorKind = kind
+__all__ = ["dead_letter", "decode_event", "encode"]
 
 
 def _describe(error: ValidationError) -> str:

@@ -17,36 +17,23 @@ from typing import Any, Literal
 
 import yaml
 
-from streamtags.events import STREAMS
-from streamtags.expressions import (
+from streamtags.contracts.events import STREAMS
+from streamtags.errors import ExpressionError, FeatureSpecError, RuleError
+from streamtags.rulebook.expressions import (
     Compiled,
-    ExpressionError,
     ValueType,
     compile_expression,
     parse_duration_ms,
 )
-from streamtags.features import Feature, build_feature
-from streamtags.fields import FeatureSpecError, Filter, compile_filter, field_reader
+from streamtags.rulebook.features import Feature, build_feature
+from streamtags.rulebook.fields import Filter, compile_filter, field_reader
 
-__all__ = ["Absence", "CouponSpec", "Matcher", "Rule", "RuleError", "Ruleset", "load_rules"]
+__all__ = ["Absence", "CouponSpec", "Matcher", "Rule", "Ruleset", "load_rules"]
 
 Category = Literal["risk", "marketing", "service", "value"]
 CATEGORIES = ("risk", "marketing", "service", "value")
 SEVERITIES = ("info", "low", "medium", "high")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-class RuleError(ValueError):
-    """A rule cannot be loaded: says where (file:line), which rule, and why."""
-
-    def __init__(self, path: Path | str, line: int, rule: str | None, reason: str) -> None:
-        where = f"{path}:{line}"
-        who = f" rule {rule!r}:" if rule else ""
-        super().__init__(f"{where}:{who} {reason}")
-        self.path = str(path)
-        self.line = line
-        self.rule = rule
-        self.reason = reason
 
 
 class _LineDict(dict[str, Any]):

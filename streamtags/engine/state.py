@@ -16,7 +16,9 @@ from typing import Any, Protocol
 
 import orjson
 
-__all__ = ["FORMAT_VERSION", "Packer", "StateFormatError", "UserState"]
+from streamtags.errors import StateFormatError
+
+__all__ = ["FORMAT_VERSION", "Packer", "UserState"]
 
 #: First byte of every serialised state; bump when the layout changes.
 FORMAT_VERSION = 1
@@ -43,10 +45,6 @@ def _abs(times: Mapping[str, int], base: int) -> dict[str, int]:
     return {k: base - v for k, v in times.items()}
 
 
-class StateFormatError(ValueError):
-    """Stored state bytes are not a state this version can read."""
-
-
 class UserState:
     """Per-user engine state. Mutable; owned by one partition's engine."""
 
@@ -64,7 +62,7 @@ class UserState:
     )
 
     def __init__(self) -> None:
-        #: feature key -> that feature's data (see streamtags.features)
+        #: feature key -> that feature's data (see streamtags.rulebook.features)
         self.features: dict[str, Any] = {}
         #: tag -> [applied_at, expires_at]
         self.tags: dict[str, list[int]] = {}

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamtags.settings import Settings, SettingsError
+from streamtags.errors import SettingsError
+from streamtags.settings import Settings
 
 __all__ = ["main"]
 
@@ -21,9 +22,8 @@ __all__ = ["main"]
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from aiokafka.errors import KafkaError
 
-    from streamtags.rulebook import RuleError
-    from streamtags.topics import TopicMismatch
-    from streamtags.worker import run_worker
+    from streamtags.errors import RuleError, TopicMismatch
+    from streamtags.live.app import run_worker
 
     try:
         run_worker(settings)
@@ -40,7 +40,9 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
-    from streamtags.producing import RecordingError, produce, read_recording
+    from streamtags.contracts.recordings import read_recording
+    from streamtags.errors import RecordingError
+    from streamtags.live.producing import produce
 
     try:
         messages = list(read_recording(Path(args.file)))
@@ -60,7 +62,7 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
-    from streamtags.schemas import export
+    from streamtags.contracts.schemas import export
 
     for path in export(Path(args.dir)):
         print(f"wrote {path}")
@@ -68,7 +70,7 @@ def _cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
-    script = Path(__file__).resolve().parent.parent / "stack" / "stack.sh"
+    script = Path(__file__).resolve().parents[2] / "stack" / "stack.sh"
     if not script.exists():
         print("streamtags stack: stack/stack.sh is only in a source checkout", file=sys.stderr)
         return 2
@@ -123,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_later_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Commands of the rule engine and the live product (registered by their modules)."""
-    from streamtags import live_cli, rules_cli
+    from streamtags.cli import live as live_cli
+    from streamtags.cli import rules as rules_cli
 
     rules_cli.register(commands)
     live_cli.register(commands)

@@ -22,14 +22,14 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from streamtags.redis_layout import DEFAULT_PREFIX, decode_tags, user_key
+from streamtags.serving.redis_layout import DEFAULT_PREFIX, decode_tags, user_key
 
 __all__ = ["AsyncTagClient", "Tag", "TagClient"]
 
 Tag = dict[str, Any]
-"""One live tag as stored (see :mod:`streamtags.redis_layout`)."""
+"""One live tag as stored (see :mod:`streamtags.serving.redis_layout`)."""
 
-log = logging.getLogger("streamtags.lookup")
+log = logging.getLogger("streamtags.serving.lookup")
 
 
 def _timeouts(timeout_ms: int) -> dict[str, Any]:

@@ -32,12 +32,13 @@ from typing import Any
 import orjson
 import yaml
 
-from streamtags.codec import InvalidEvent, decode_event
-from streamtags.engine import Change, Trigger
-from streamtags.events import parse_event_time
-from streamtags.expressions import ExpressionError, parse_duration_ms
-from streamtags.ingest import Decoded
-from streamtags.rulebook import Ruleset
+from streamtags.contracts.codec import decode_event
+from streamtags.contracts.events import parse_event_time
+from streamtags.contracts.ingest import Decoded
+from streamtags.engine.partition import Change, Trigger
+from streamtags.errors import ExpressionError, InvalidEvent, ScenarioError
+from streamtags.rulebook.expressions import parse_duration_ms
+from streamtags.rulebook.loader import Ruleset
 
 __all__ = ["Scenario", "ScenarioResult", "load_scenarios", "run_scenario"]
 
@@ -47,10 +48,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "browse": {},
     "accounts": {},
 }
-
-
-class ScenarioError(ValueError):
-    """A scenario file is malformed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +139,7 @@ def _parse(doc: dict[str, Any], path: str, where: str, scale: float) -> Scenario
 
 def run_scenario(scenario: Scenario, ruleset: Ruleset, *, lateness_ms: int) -> ScenarioResult:
     """Replay a scenario on a simulated clock and check its expectations."""
-    from streamtags.backtest import Replay
+    from streamtags.offline.replay import Replay
 
     replay = Replay(ruleset, lateness_ms)
     replay.feed(scenario.events)

@@ -35,15 +35,16 @@ from typing import Any
 
 import orjson
 
-from streamtags.absence import MARKER_RETENTION_MS, Deadlines
-from streamtags.clock import PartitionClock
-from streamtags.events import Account, Event
-from streamtags.features import Feature
-from streamtags.fields import Filter, compile_filter, field_reader
-from streamtags.ingest import Decoded
-from streamtags.lifecycle import Change, Output, Trigger
-from streamtags.rulebook import Rule, Ruleset
-from streamtags.state import StateFormatError, UserState
+from streamtags.contracts.events import Account, Event
+from streamtags.contracts.ingest import Decoded
+from streamtags.engine.clock import PartitionClock
+from streamtags.engine.deadlines import MARKER_RETENTION_MS, Deadlines
+from streamtags.engine.lifecycle import Change, Output, Trigger
+from streamtags.engine.state import UserState
+from streamtags.errors import StateFormatError
+from streamtags.rulebook.features import Feature
+from streamtags.rulebook.fields import Filter, compile_filter, field_reader
+from streamtags.rulebook.loader import Rule, Ruleset
 
 __all__ = ["Change", "Engine", "Output", "Partition", "Trigger"]
 

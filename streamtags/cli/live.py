@@ -32,7 +32,7 @@ def format_record(record: dict[str, Any]) -> str:
 
 
 def _tags(args: argparse.Namespace, settings: Settings) -> int:
-    from streamtags.lookup import TagClient
+    from streamtags.serving.lookup import TagClient
 
     client = TagClient(
         redis_url=settings.redis_url, prefix=settings.redis_key_prefix, timeout_ms=1000
@@ -109,7 +109,7 @@ def _watch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from streamtags.simulate import plan_personas
+    from streamtags.offline.simulate import plan_personas
 
     plan = plan_personas(args.personas, time_scale=settings.time_scale, seed=args.seed)
     if args.truth:
@@ -127,7 +127,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run_plan(args: argparse.Namespace, plan: Any, send: Any) -> int:
-    from streamtags.simulate import run
+    from streamtags.offline.simulate import run
 
     return await run(
         send, rate=args.rate, users=args.users, duration_s=args.duration, plan=plan, seed=args.seed
@@ -149,7 +149,7 @@ async def _simulate_to_file(args: argparse.Namespace, plan: Any) -> int:
 async def _simulate_to_kafka(args: argparse.Namespace, settings: Settings, plan: Any) -> int:
     from aiokafka import AIOKafkaProducer
 
-    from streamtags.topics import ensure_topics
+    from streamtags.live.topics import ensure_topics
 
     topics = settings.inputs.by_stream()
     await ensure_topics(

@@ -18,8 +18,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from streamtags.events import parse_event_time
-from streamtags.redis_layout import APPLY_SCRIPT, encode_tag, user_key
+from streamtags.contracts.events import parse_event_time
+from streamtags.serving.redis_layout import APPLY_SCRIPT, encode_tag, user_key
 
 __all__ = ["RedisSink", "TriggerGuard"]
 

@@ -2,8 +2,8 @@
 
 One agent reads all four input topics as raw bytes (Faust never decodes
 them, so bad input cannot crash it) in batches. For each batch it decodes
-(:mod:`streamtags.ingest`), dead-letters rejects, runs the engine and ships
-tag changes to Kafka and Redis (:mod:`streamtags.live`). Events are acked
+(:mod:`streamtags.contracts.ingest`), dead-letters rejects, runs the engine and ships
+tag changes to Kafka and Redis (:mod:`streamtags.live.tagger`). Events are acked
 only after the states they changed were written to the changelog, which
 happens at most once per changed user per commit interval; a timer fires
 deadlines for quiet users between batches. Pages: ``/metrics``,
@@ -25,21 +25,22 @@ import faust
 from faust.web import Request, Response, View
 from mode.utils.futures import notify
 
-from streamtags.codec import InvalidEvent, encode
-from streamtags.engine import Engine
-from streamtags.ingest import RawMessage, decode_batch
-from streamtags.live import LiveTagger
-from streamtags.lookup import AsyncTagClient
-from streamtags.metrics import Metrics
-from streamtags.redis_sink import RedisSink, TriggerGuard
-from streamtags.rulebook import load_rules
+from streamtags.contracts.codec import encode
+from streamtags.contracts.ingest import RawMessage, decode_batch
+from streamtags.engine.partition import Engine
+from streamtags.errors import InvalidEvent
+from streamtags.live.metrics import Metrics
+from streamtags.live.table_store import TableStore
+from streamtags.live.tagger import LiveTagger
+from streamtags.live.topics import ensure_topics
+from streamtags.rulebook.loader import load_rules
+from streamtags.serving.lookup import AsyncTagClient
+from streamtags.serving.redis_sink import RedisSink, TriggerGuard
 from streamtags.settings import Settings
-from streamtags.table_store import TableStore
-from streamtags.topics import ensure_topics
 
 __all__ = ["create_app", "run_worker", "state_table_name"]
 
-log = logging.getLogger("streamtags.worker")
+log = logging.getLogger("streamtags.live.app")
 
 #: Most events taken from the stream per batch, and the longest wait to fill one.
 BATCH_MAX_EVENTS = 2000

@@ -26,10 +26,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from streamtags.errors import ExpressionError
+
 __all__ = [
     "Compiled",
     "Env",
-    "ExpressionError",
     "ValueType",
     "compile_expression",
     "parse_duration_ms",
@@ -50,10 +51,6 @@ class Env:
 
 
 Evaluator = Callable[[Env], Value]
-
-
-class ExpressionError(ValueError):
-    """An expression does not parse or does not type-check."""
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from streamtags.producing import Outgoing
+from streamtags.contracts.recordings import Outgoing
 
 __all__ = ["PERSONAS", "Plan", "Step", "TruthRow", "background", "plan_personas", "run"]
 
@@ -219,7 +219,7 @@ def plan_personas(
 ) -> Plan:
     """``count_each`` users per persona, starting within the first ``spread_s`` seconds
     of a run that begins at ``now_s`` (epoch seconds; default: now)."""
-    from streamtags.expressions import parse_duration_ms
+    from streamtags.rulebook.expressions import parse_duration_ms
 
     rng = random.Random(seed)
     steps: list[tuple[float, str, str, dict[str, Any]]] = []

@@ -1,4 +1,4 @@
-"""Reading recorded event files and producing them to the input topics.
+"""Recorded event files: JSON Lines, one input message per line.
 
 A recorded file is JSON Lines: one object per line with a ``stream`` field
 (``orders``, ``browse``, ``logins`` or ``accounts``) naming the input
@@ -9,22 +9,16 @@ raw text as the value instead (for exercising the dead-letter path).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
-from streamtags.events import STREAMS
-from streamtags.settings import InputTopics
-from streamtags.topics import ensure_topics
+from streamtags.contracts.events import STREAMS
+from streamtags.errors import RecordingError
 
-__all__ = ["Outgoing", "RecordingError", "produce", "read_recording"]
-
-
-class RecordingError(ValueError):
-    """A recorded file has a line that names no known stream."""
+__all__ = ["Outgoing", "outgoing_from_line", "read_recording"]
 
 
 class Outgoing(NamedTuple):
@@ -59,33 +53,3 @@ def outgoing_from_line(line: bytes, *, where: str) -> Outgoing:
     if isinstance(raw, str) and set(record) <= {"stream", "raw", "user_id"}:
         return Outgoing(record["stream"], key, raw.encode())
     return Outgoing(record["stream"], key, line)
-
-
-async def produce(
-    messages: Iterable[Outgoing], *, bootstrap: str, topics: InputTopics, partitions: int
-) -> int:
-    """Send every message to its stream's topic, keyed by user id; return the count.
-
-    Missing input topics are created first with ``partitions`` partitions.
-    """
-    await ensure_topics(topics.by_stream().values(), bootstrap=bootstrap, partitions=partitions)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    by_stream = topics.by_stream()
-    sent = 0
-    try:
-        futures = []
-        for message in messages:
-            futures.append(
-                await producer.send(by_stream[message.stream], message.value, key=message.key)
-            )
-            sent += 1
-            if len(futures) >= 5000:
-                for future in futures:
-                    await future
-                futures.clear()
-        for future in futures:
-            await future
-    finally:
-        await producer.stop()
-    return sent

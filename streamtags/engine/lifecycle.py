@@ -13,15 +13,15 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streamtags.events import Event
-from streamtags.expressions import Env
-from streamtags.ingest import Decoded
-from streamtags.records import iso_ms
-from streamtags.rulebook import Rule
-from streamtags.state import UserState
+from streamtags.contracts.events import Event
+from streamtags.contracts.ingest import Decoded
+from streamtags.contracts.records import iso_ms
+from streamtags.engine.state import UserState
+from streamtags.rulebook.expressions import Env
+from streamtags.rulebook.loader import Rule
 
 if TYPE_CHECKING:
-    from streamtags.engine import Engine
+    from streamtags.engine.partition import Engine
 
 __all__ = ["Change", "Output", "TagLifecycle", "Trigger", "digest"]
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from streamtags.rulebook import RuleError, Ruleset, load_rules
+from streamtags.errors import RuleError
+from streamtags.rulebook.loader import Ruleset, load_rules
 from streamtags.settings import Settings
 
 __all__ = ["register"]
@@ -53,8 +54,8 @@ def _format(record: dict[str, Any]) -> str:
 
 
 def _test(args: argparse.Namespace, settings: Settings) -> int:
-    from streamtags.backtest import Rejected, Replay, read_events
-    from streamtags.events import parse_event_time
+    from streamtags.contracts.events import parse_event_time
+    from streamtags.offline.replay import Rejected, Replay, read_events
 
     ruleset = _load(args.rules, settings)
     if ruleset is None:
@@ -95,7 +96,8 @@ def _test(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _scenarios(args: argparse.Namespace, settings: Settings) -> int:
-    from streamtags.scenarios import ScenarioError, load_scenarios, run_scenario
+    from streamtags.errors import ScenarioError
+    from streamtags.offline.scenarios import load_scenarios, run_scenario
 
     ruleset = _load(args.rules, settings)
     if ruleset is None:

@@ -1,0 +1,13 @@
+"""What crosses the product's edges: input events, output records, their bytes.
+
+Reading order: :mod:`~streamtags.contracts.events` (the four input streams),
+:mod:`~streamtags.contracts.records` (tag changes, coupon triggers, dead
+letters), :mod:`~streamtags.contracts.codec` (bytes to events, records to
+bytes; never raises on bad input), :mod:`~streamtags.contracts.ingest` (a
+batch of raw messages to events and dead letters),
+:mod:`~streamtags.contracts.schemas` (JSON Schemas generated from the
+models) and :mod:`~streamtags.contracts.recordings` (recorded JSON Lines
+files). Pure: no Faust, Kafka client or Redis.
+"""
+
+__all__: list[str] = []
