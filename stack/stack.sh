@@ -109,7 +109,7 @@ redis_up() {
   mkdir -p "$state/redis" "$logs"
   redis-server --bind 127.0.0.1 --port "$redis_port" --daemonize yes \
     --pidfile "$state/redis.pid" --dir "$state/redis" --logfile "$logs/redis.log" \
-    --save "" --appendonly no >/dev/null
+    --save "" --appendonly yes --appendfsync everysec >/dev/null
   for _ in $(seq 1 50); do
     redis_cli ping 2>/dev/null | grep -q PONG && { say "redis up on 127.0.0.1:$redis_port"; return 0; }
     sleep 0.1
