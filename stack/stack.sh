@@ -15,6 +15,10 @@ state="$root/.stack"
 logs="$state/logs"
 kafka_port=${STREAMTAGS_KAFKA_PORT:-9092}
 controller_port=${STREAMTAGS_KAFKA_CONTROLLER_PORT:-9093}
+sasl_port=${STREAMTAGS_KAFKA_SASL_PORT:-9094}
+# A SCRAM user on the SASL listener (tests and docs use it; local only).
+sasl_user=${STREAMTAGS_STACK_SASL_USER:-streamtags}
+sasl_password=${STREAMTAGS_STACK_SASL_PASSWORD:-streamtags-local-secret}
 redis_port=${STREAMTAGS_REDIS_PORT:-6379}
 kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")
 jars="$state/kafka/libs-$kafka_version"
@@ -59,6 +63,17 @@ fetch_kafka() {
   touch "$jars/.complete"
 }
 
+add_scram_user() {
+  # Idempotent: setting the same SCRAM credentials again changes nothing.
+  local mech
+  for mech in SCRAM-SHA-256 SCRAM-SHA-512; do
+    java -Xmx256m -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$jars/*" \
+      kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$kafka_port" --alter \
+      --add-config "$mech=[password=$sasl_password]" --entity-type users --entity-name "$sasl_user" \
+      >>"$logs/kafka-scram.log" 2>&1 || die "creating the SCRAM user failed; see $logs/kafka-scram.log."
+  done
+}
+
 kafka_up() {
   if pid_alive "$state/kafka.pid" && port_open "$kafka_port"; then
     say "kafka already running (pid $(cat "$state/kafka.pid")) on 127.0.0.1:$kafka_port"; return 0
@@ -68,10 +83,12 @@ kafka_up() {
     die "port $kafka_port is taken by something that is not a Kafka broker; free it or set STREAMTAGS_KAFKA_PORT."
   fi
   port_open "$controller_port" && die "port $controller_port (Kafka controller) is taken; free it or set STREAMTAGS_KAFKA_CONTROLLER_PORT."
+  port_open "$sasl_port" && die "port $sasl_port (Kafka SASL listener) is taken; free it or set STREAMTAGS_KAFKA_SASL_PORT."
   fetch_kafka
   local data="$state/kafka/data"
   mkdir -p "$data" "$logs"
   sed -e "s:@DATA@:$data:" -e "s:@PORT@:$kafka_port:" -e "s:@CONTROLLER_PORT@:$controller_port:" \
+    -e "s:@SASL_PORT@:$sasl_port:" \
     "$here/server.properties.in" >"$state/kafka/server.properties"
   local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true
     "-Dkafka.logs.dir=$logs" "-Dlog4j2.configurationFile=$here/log4j2.properties")
@@ -86,7 +103,9 @@ kafka_up() {
   echo $! >"$state/kafka.pid"
   say "kafka starting (pid $!), waiting for it to answer metadata requests"
   for _ in $(seq 1 120); do
-    if port_open "$kafka_port" && kafka_answers; then say "kafka up on 127.0.0.1:$kafka_port"; return 0; fi
+    if port_open "$kafka_port" && kafka_answers; then
+      say "kafka up on 127.0.0.1:$kafka_port (SASL/SCRAM on $sasl_port)"; add_scram_user; return 0
+    fi
     pid_alive "$state/kafka.pid" || { tail -20 "$logs/kafka.out" >&2; die "kafka exited during start; see $logs/."; }
     sleep 0.5
   done
