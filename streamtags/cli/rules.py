@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _format(record: dict[str, Any]) -> str:
+def _format(record: Mapping[str, Any]) -> str:
     if "change_id" in record:
         figures = ", ".join(f"{k}={v:g}" for k, v in record["evidence"]["figures"].items())
         return (

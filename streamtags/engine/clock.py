@@ -11,7 +11,19 @@ slowest stream's time minus the allowed lateness.
 
 from __future__ import annotations
 
-__all__ = ["PartitionClock"]
+from dataclasses import dataclass
+
+__all__ = ["PartitionClock", "StreamClock"]
+
+
+@dataclass(slots=True)
+class StreamClock:
+    """One input stream's clock. Mutable: every event read moves it."""
+
+    #: the highest event time read on the stream (epoch ms, UTC)
+    highest_event_ms: int
+    #: the wall-clock time (epoch ms) the stream was last read
+    seen_at_wall_ms: int
 
 
 class PartitionClock:
@@ -21,23 +33,24 @@ class PartitionClock:
 
     def __init__(self, *, lateness_ms: int) -> None:
         self.lateness_ms = lateness_ms
-        #: stream -> [highest event time, wall-clock ms when that stream was last read]
-        self.streams: dict[str, list[int]] = {}
+        #: stream -> its clock
+        self.streams: dict[str, StreamClock] = {}
 
     def observe(self, stream: str, event_ts_ms: int, now_ms: int) -> None:
         """Record that an event of ``stream`` with time ``event_ts_ms`` was read at ``now_ms``."""
         clock = self.streams.get(stream)
         if clock is None:
-            self.streams[stream] = [event_ts_ms, now_ms]
+            self.streams[stream] = StreamClock(event_ts_ms, now_ms)
         else:
-            if event_ts_ms > clock[0]:
-                clock[0] = event_ts_ms
-            clock[1] = now_ms
+            if event_ts_ms > clock.highest_event_ms:
+                clock.highest_event_ms = event_ts_ms
+            clock.seen_at_wall_ms = now_ms
 
     def watermark(self, now_ms: int) -> int | None:
         """Event time (ms) up to which everything is taken as seen; None before any event."""
         slowest: int | None = None
-        for high, seen_at in self.streams.values():
+        for clock in self.streams.values():
+            high, seen_at = clock.highest_event_ms, clock.seen_at_wall_ms
             time_ms = high + now_ms - seen_at if now_ms > seen_at else high
             if slowest is None or time_ms < slowest:
                 slowest = time_ms
@@ -45,12 +58,16 @@ class PartitionClock:
 
     def to_list(self) -> list[list[object]]:
         """Plain data for the changelog (so a restarted worker keeps its time)."""
-        return [[stream, high, seen] for stream, (high, seen) in sorted(self.streams.items())]
+        clocks = self.streams
+        return [
+            [stream, clocks[stream].highest_event_ms, clocks[stream].seen_at_wall_ms]
+            for stream in sorted(clocks)
+        ]
 
     def restore(self, data: list[list[object]]) -> None:
         """Merge clocks read back from the changelog."""
         for stream, high, seen in data:
             assert isinstance(stream, str) and isinstance(high, int) and isinstance(seen, int)
             clock = self.streams.get(stream)
-            if clock is None or high > clock[0]:
-                self.streams[stream] = [high, seen]
+            if clock is None or high > clock.highest_event_ms:
+                self.streams[stream] = StreamClock(high, seen)

@@ -30,70 +30,20 @@ Semantics (event time throughout, epoch ms UTC):
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
-from typing import Any
-
-import orjson
+from collections.abc import Callable, Iterable, Iterator
 
 from streamtags.contracts.events import Account, Event
 from streamtags.contracts.ingest import Decoded
 from streamtags.engine.clock import PartitionClock
-from streamtags.engine.deadlines import MARKER_RETENTION_MS, Deadlines
-from streamtags.engine.lifecycle import Change, Output, Trigger
+from streamtags.engine.deadlines import Deadlines
+from streamtags.engine.output import Change, Output, Trigger, UserTurn
+from streamtags.engine.routing import FeatureRouter
 from streamtags.engine.state import UserState
+from streamtags.engine.tags import TagBook
 from streamtags.errors import StateFormatError
-from streamtags.rulebook.features import Feature
-from streamtags.rulebook.fields import Filter, compile_filter, field_reader
-from streamtags.rulebook.loader import Rule, Ruleset
+from streamtags.rulebook.loader import Ruleset
 
 __all__ = ["Change", "Engine", "Output", "Partition", "Trigger"]
-
-#: The field whose value decides which ``where`` filters can match, per stream.
-DISPATCH_FIELDS = {
-    "orders": "status",
-    "browse": "action",
-    "logins": "outcome",
-    "accounts": "action",
-}
-
-
-class _Dispatch:
-    """A stream's filter groups, indexed by the value of its discriminating field."""
-
-    __slots__ = ("always", "by_value", "field")
-
-    def __init__(self, stream: str, groups: list[tuple[bytes, Filter, list[Feature]]]) -> None:
-        self.field = DISPATCH_FIELDS.get(stream)
-        self.always: list[tuple[Filter, list[Feature]]] = []
-        specific: dict[str, list[tuple[Filter, list[Feature]]]] = {}
-        for spec, where, features in groups:
-            values = self._values(orjson.loads(spec))
-            if values is None:
-                self.always.append((where, features))
-            else:
-                for value in values:
-                    specific.setdefault(value, []).append((where, features))
-        self.by_value = {value: [*groups, *self.always] for value, groups in specific.items()}
-
-    def _values(self, where: Any) -> list[str] | None:
-        """The field values a ``where`` accepts, or None when it does not pin them."""
-        if self.field is None or not isinstance(where, dict) or self.field not in where:
-            return None
-        condition = where[self.field]
-        if isinstance(condition, str):
-            return [condition]
-        if isinstance(condition, list):
-            return [str(v) for v in condition]
-        if isinstance(condition, dict) and set(condition) <= {"eq", "in"}:
-            values = condition.get("in", []) + ([condition["eq"]] if "eq" in condition else [])
-            return [str(v) for v in values]
-        return None
-
-    def groups_for(self, event: Event) -> list[tuple[Filter, list[Feature]]]:
-        """The groups whose filter may accept ``event``."""
-        if self.field is None:
-            return self.always
-        return self.by_value.get(getattr(event, self.field), self.always)
 
 
 class Engine:
@@ -101,72 +51,61 @@ class Engine:
 
     def __init__(self, ruleset: Ruleset, *, lateness_ms: int) -> None:
         self.ruleset = ruleset
+        #: how late (event time, ms) an event may be read and still count in full
         self.lateness_ms = lateness_ms
         self.rules = ruleset.rules
-        features: dict[str, Feature] = {}
-        rules_of_feature: dict[str, list[Rule]] = {}
-        retain: dict[str, int] = {}
-        for rule in self.rules:
-            for feature in rule.features.values():
-                features.setdefault(feature.key, feature)
-                rules_of_feature.setdefault(feature.key, []).append(rule)
-                retain[feature.key] = max(retain.get(feature.key, 0), feature.window_ms)
-        for rule in self.rules:
-            for feature in rule.features.values():
-                feature.retain_ms = retain[feature.key]
-        self.features = features
-        self.rules_of_feature = rules_of_feature
-        self.rule_names_of_feature = {
-            key: tuple(rule.name for rule in rules) for key, rules in rules_of_feature.items()
-        }
-        # Per stream, features grouped by identical ``where``: each filter runs
-        # once per event however many features and rules share it.
-        groups: dict[str, dict[bytes, tuple[Filter, list[Feature]]]] = {}
-        for feature in features.values():
-            spec = orjson.dumps(feature.where_spec, option=orjson.OPT_SORT_KEYS)
-            for stream in feature.streams:
-                by_spec = groups.setdefault(stream, {})
-                if spec not in by_spec:
-                    by_spec[spec] = (compile_filter([stream], feature.where_spec), [])
-                by_spec[spec][1].append(feature)
-        # Then, per stream, the groups worth trying for each value of the stream's
-        # discriminating field (orders.status, browse.action, ...): a page view
-        # tries no filter at all, a paid order only those that accept "paid".
-        self.filters_by_stream: dict[str, _Dispatch] = {
-            stream: _Dispatch(stream, [(spec, *group) for spec, group in by_spec.items()])
-            for stream, by_spec in groups.items()
-        }
-        self.rule_by_tag = {rule.tag: rule for rule in self.rules}
-        self.absences = [r for r in self.rules if r.absence is not None]
-        # Per stream, the absence rules whose start, stop or remove step can match it.
-        self.stops_by_stream: dict[str, list[Rule]] = {}
-        self.starts_by_stream: dict[str, list[Rule]] = {}
-        for rule in self.absences:
-            assert rule.absence is not None
-            for stream in rule.absence.stop.streams:
-                self.stops_by_stream.setdefault(stream, []).append(rule)
-            remove = rule.absence.cart_remove
-            starters = rule.absence.start.streams | (remove.streams if remove else frozenset())
-            for stream in starters:
-                self.starts_by_stream.setdefault(stream, []).append(rule)
-        self.rule_order = {rule.name: i for i, rule in enumerate(self.rules)}
-        self.rule_by_name = {rule.name: rule for rule in self.rules}
-        self._match_readers: dict[tuple[str, str], Callable[[Event, str | None], Any]] = {}
-        for rule in self.absences:
-            assert rule.absence is not None
-            if rule.absence.match:
-                streams = rule.absence.start.streams | rule.absence.stop.streams
-                for stream in streams:
-                    reader, _ = field_reader([stream], rule.absence.match)
-                    self._match_readers[(rule.name, stream)] = reader
+        self.router = FeatureRouter(self.rules)
+        #: feature key -> feature: also the packers of every user's stored state
+        self.features = self.router.features
+        self.tags = TagBook(self.rules)
+        self.deadlines = Deadlines(self.rules, tags=self.tags, lateness_ms=lateness_ms)
 
     def partition(self, *, load: Callable[[str], UserState | None] | None = None) -> Partition:
         """A fresh partition; ``load`` fetches a user's stored state on a cache miss."""
         return Partition(self, load=load)
 
 
-class Partition(Deadlines):
-    """One partition's users, clock and deadlines. Not thread-safe; one owner."""
+class _WakeUps:
+    """When each user next has time-driven work (event time, epoch ms).
+
+    A heap of ``(due, user)`` with lazy deletion: an entry whose due time is
+    no longer the user's is skipped when it reaches the top.
+    """
+
+    __slots__ = ("due_by_user", "heap")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, str]] = []
+        self.due_by_user: dict[str, int] = {}
+
+    def set(self, user_id: str, due: int | None) -> None:
+        """Wake ``user_id`` at ``due``, or never when None."""
+        if due is None:
+            self.due_by_user.pop(user_id, None)
+        elif self.due_by_user.get(user_id) != due:
+            self.due_by_user[user_id] = due
+            heapq.heappush(self.heap, (due, user_id))
+
+    def earliest(self) -> int | None:
+        """The earliest wake-up, if any."""
+        heap = self.heap
+        while heap and self.due_by_user.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, watermark: int) -> Iterator[str]:
+        """Users due at or before ``watermark``, earliest first, including any the
+        caller re-schedules within it while iterating."""
+        heap = self.heap
+        while heap and heap[0][0] <= watermark:
+            due, user_id = heapq.heappop(heap)
+            if self.due_by_user.get(user_id) == due:
+                del self.due_by_user[user_id]
+                yield user_id
+
+
+class Partition:
+    """One partition's users, clock and wake-ups. Not thread-safe; one owner."""
 
     def __init__(
         self, engine: Engine, *, load: Callable[[str], UserState | None] | None = None
@@ -175,8 +114,10 @@ class Partition(Deadlines):
         self.clock = PartitionClock(lateness_ms=engine.lateness_ms)
         self.states: dict[str, UserState] = {}
         self._load = load
-        self._heap: list[tuple[int, str]] = []
-        self._scheduled: dict[str, int] = {}
+        self._router = engine.router
+        self._tags = engine.tags
+        self._deadlines = engine.deadlines
+        self._wakeups = _WakeUps()
 
     # -- state access ---------------------------------------------------------
 
@@ -191,23 +132,10 @@ class Partition(Deadlines):
     def dump(self, user_id: str) -> bytes:
         """The user's state as stored bytes, pruned to what can still matter."""
         state = self.state(user_id)
-        horizon = state.latest_ts
-        for key, data in list(state.features.items()):
-            feature = self.engine.features.get(key)
-            kept = feature.prune(data, horizon) if feature is not None else None
-            if kept is None:
-                del state.features[key]
-            else:
-                state.features[key] = kept
+        self._router.prune(state, state.latest_ts)
         # A stop marker only matters for a start read a little later (within the
         # allowed lateness); fired markers stay (one trigger per cart).
-        oldest = horizon - self.engine.lateness_ms
-        for name, markers in list(state.stops.items()):
-            kept = {key: ts for key, ts in markers.items() if ts >= oldest}
-            if kept:
-                state.stops[name] = kept
-            else:
-                del state.stops[name]
+        self._deadlines.forget_stops_before(state, state.latest_ts - self.engine.lateness_ms)
         return state.to_bytes(self.engine.features)
 
     def load_bytes(self, user_id: str, data: bytes) -> UserState:
@@ -231,9 +159,7 @@ class Partition(Deadlines):
 
     def next_deadline_ms(self) -> int | None:
         """The earliest event time at which :meth:`advance` has work, if any."""
-        while self._heap and self._scheduled.get(self._heap[0][1]) != self._heap[0][0]:
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
+        return self._wakeups.earliest()
 
     def watermark(self, now_ms: int) -> int | None:
         """The partition's watermark at wall-clock ``now_ms``."""
@@ -245,26 +171,26 @@ class Partition(Deadlines):
         """Apply a batch of validated events (read order), then fire what became due."""
         out = Output()
         clock = self.clock
-        heap = self._heap
-        lateness = self.engine.lateness_ms
         streams = clock.streams
+        heap = self._wakeups.heap
+        lateness = self.engine.lateness_ms
         for decoded in events:
             event = decoded.event
             clock.observe(decoded.source, event.ts, now_ms)
             # What was due fires before later events; the stream's own time bounds
             # the watermark, so the full computation runs only when it might matter.
-            if heap and heap[0][0] <= streams[decoded.source][0] - lateness:
+            if heap and heap[0][0] <= streams[decoded.source].highest_event_ms - lateness:
                 watermark = clock.watermark(now_ms)
                 if watermark is not None and heap[0][0] <= watermark:
                     out.extend(self.advance(now_ms))
             state = self.state(event.user_id)
-            seen = state.offsets.get(decoded.source, -1)
-            if decoded.offset <= seen:
+            if decoded.offset <= state.offsets.get(decoded.source, -1):
                 continue  # a redelivery: its effects are already in the state
             state.offsets[decoded.source] = decoded.offset
+            turn = UserTurn(event.user_id, state, now_ms, out)
             changes_before = len(out.changes)
             try:
-                armed = self._apply(event, decoded.source, state, now_ms, out)
+                armed = self._steps(event, decoded.source, turn)
             except Exception as exc:  # a rule bug must not stop the events behind it
                 out.failed.append((decoded, f"engine error: {type(exc).__name__}: {exc}"))
                 continue
@@ -282,149 +208,58 @@ class Partition(Deadlines):
         watermark = self.clock.watermark(now_ms)
         if watermark is None:
             return out
-        heap = self._heap
-        while heap and heap[0][0] <= watermark:
-            due, user_id = heapq.heappop(heap)
-            if self._scheduled.get(user_id) != due:
-                continue
-            del self._scheduled[user_id]
+        for user_id in self._wakeups.pop_due(watermark):
             state = self.state(user_id)
-            self._tick(user_id, state, watermark, now_ms, out)
+            self._tick(UserTurn(user_id, state, now_ms, out), watermark)
             out.dirty.add(user_id)
             self._schedule(user_id, state)
         return out
 
-    # -- per event --------------------------------------------------------------
+    # -- the steps ----------------------------------------------------------------
 
-    def _apply(self, event: Event, source: str, state: UserState, now_ms: int, out: Output) -> bool:
-        """Fold one event into the user's state; True when it armed a deadline."""
-        engine = self.engine
+    def _steps(self, event: Event, source: str, turn: UserTurn) -> bool:
+        """One event's steps, in order; True when it armed a deadline."""
+        state = turn.state
         if event.ts > state.latest_ts:
             state.latest_ts = event.ts
+        # Conditions see windows ending at the user's latest event time, so events
+        # shuffled within the allowed lateness give the same tags.
         t = state.latest_ts
-        user_id = event.user_id
-        if source == "accounts":  # not isinstance: pydantic's metaclass makes that slow
-            assert type(event) is Account
-            if event.timezone:
-                state.tz = event.timezone
-            if event.personalization is not None and event.personalization != state.personalization:
-                state.personalization = event.personalization
-                if not event.personalization:
-                    self._clear_marketing(user_id, state, event, now_ms, out)
-        tz = state.tz
-        stopped_by_this: set[str] = set()
-        for rule in engine.stops_by_stream.get(source, ()):
-            if self._absence_stop(rule, event, source, state, now_ms, out):
-                stopped_by_this.add(rule.name)
-        touched: set[str] = set()
-        features = state.features
-        rule_names_of_feature = engine.rule_names_of_feature
-        dispatch = engine.filters_by_stream.get(source)
-        for where, group in dispatch.groups_for(event) if dispatch is not None else ():
-            if not where(event, tz):
-                continue
-            for feature in group:
-                # No pruning here: values only count what is inside their window, raw
-                # data is capped, and every state is pruned when it is written (dump).
-                data = feature.update(features.get(feature.key), event, tz)
-                if data is not None:
-                    features[feature.key] = data
-                touched.update(rule_names_of_feature[feature.key])
-        armed = False
-        for rule in engine.starts_by_stream.get(source, ()):
-            armed |= self._absence_start(
-                rule, event, source, state, t, rule.name in stopped_by_this
-            )
+        if source == "accounts":
+            self._profile(event, turn)
+        stopped = self._deadlines.stop(event, source, turn)
+        touched = self._router.update(event, source, state)
+        armed = self._deadlines.start(event, source, state, t, stopped)
         if touched:
-            event_ids = [event.event_id]
-            names = (
-                sorted(touched, key=engine.rule_order.__getitem__) if len(touched) > 1 else touched
-            )
-            for name in names:
-                rule = engine.rule_by_name[name]
-                if rule.condition is not None:
-                    self._evaluate(rule, user_id, state, t, event_ids, now_ms, out)
+            self._tags.evaluate_all(touched, turn, t, [event.event_id])
         return armed
 
-    # -- time -------------------------------------------------------------------
+    def _profile(self, event: Event, turn: UserTurn) -> None:
+        """An account event: the user's time zone and consent to personalisation."""
+        assert type(event) is Account  # not isinstance: pydantic's metaclass makes that slow
+        state = turn.state
+        if event.timezone:
+            state.tz = event.timezone
+        if event.personalization is not None and event.personalization != state.personalization:
+            state.personalization = event.personalization
+            if not event.personalization:
+                self._tags.clear_marketing(turn, event)
 
-    def _tick(
-        self, user_id: str, state: UserState, watermark: int, now_ms: int, out: Output
-    ) -> None:
-        engine = self.engine
-        for name, pending in list(state.pending.items()):
-            rule = engine.rule_by_name.get(name)
-            if rule is None:  # the rule was removed since the state was written
-                del state.pending[name]
-                continue
-            for key, entry in sorted(pending.items(), key=lambda kv: kv[1][1]):
-                if entry[1] <= watermark:
-                    del pending[key]
-                    self._fire(rule, user_id, key, entry, state, now_ms, out)
-            if not pending:
-                del state.pending[name]
-        by_tag = engine.rule_by_tag
-        for tag, (_, expires) in list(state.tags.items()):
-            rule = by_tag.get(tag)
-            if rule is None:
-                del state.tags[tag]
-            elif expires <= watermark:
-                self._clear(
-                    rule, user_id, state, expires, "the tag's time to live passed", now_ms, out
-                )
-            elif rule.clear_when_false:
-                t = max(state.latest_ts, min(watermark, self._recheck_ms(rule, state) or watermark))
-                self._evaluate(rule, user_id, state, t, [], now_ms, out)
-        horizon_t = max(state.latest_ts, watermark) - engine.lateness_ms
-        for key, data in list(state.features.items()):
-            feature = engine.features.get(key)
-            kept = feature.prune(data, horizon_t) if feature is not None else None
-            if kept is None:
-                del state.features[key]
-            elif kept is not data:
-                state.features[key] = kept
-        horizon = watermark - MARKER_RETENTION_MS
-        for markers in (state.fired, state.stops):
-            for name, by_key in list(markers.items()):
-                if min(by_key.values()) > horizon:
-                    continue
-                kept = {k: ts for k, ts in by_key.items() if ts > horizon}
-                if kept:
-                    markers[name] = kept
-                else:
-                    del markers[name]
-
-    def _recheck_ms(self, rule: Rule, state: UserState) -> int | None:
-        times = [
-            feature.next_change_ms(state.features.get(feature.key), state.latest_ts)
-            for feature in rule.features.values()
-        ]
-        known = [t for t in times if t is not None]
-        return min(known) if known else None
+    def _tick(self, turn: UserTurn, watermark: int) -> None:
+        """A user's time-driven steps, up to the watermark (event time, epoch ms)."""
+        state = turn.state
+        self._deadlines.fire_due(turn, watermark)
+        self._tags.expire(turn, watermark)
+        self._router.prune(state, max(state.latest_ts, watermark) - self.engine.lateness_ms)
+        self._deadlines.forget_markers(state, watermark)
 
     def _schedule(self, user_id: str, state: UserState) -> None:
-        due = self._next_due(state) if state.pending or state.tags else None
-        if due is None:
-            self._scheduled.pop(user_id, None)
-            return
-        if self._scheduled.get(user_id) != due:
-            self._scheduled[user_id] = due
-            heapq.heappush(self._heap, (due, user_id))
-
-    def _next_due(self, state: UserState) -> int | None:
+        """Wake the user when a deadline, an expiry or a recheck comes due."""
         due: int | None = None
-        for pending in state.pending.values():
-            for entry in pending.values():
-                if due is None or entry[1] < due:
-                    due = entry[1]
+        if state.pending:
+            due = self._deadlines.next_due(state)
         if state.tags:
-            by_tag = self.engine.rule_by_tag
-            for tag, (_, expires) in state.tags.items():
-                if due is None or expires < due:
-                    due = expires
-                rule = by_tag.get(tag)
-                if rule is not None and rule.clear_when_false:
-                    recheck = self._recheck_ms(rule, state)
-                    if recheck is not None and (due is None or recheck < due):
-                        due = recheck
-        return due
+            expiry = self._tags.next_due(state)
+            if due is None or (expiry is not None and expiry < due):
+                due = expiry
+        self._wakeups.set(user_id, due)

@@ -6,19 +6,23 @@ live tags, pending deadlines (with cart contents), what already fired,
 the user's time zone and consent, and the highest input offset applied per
 source topic (which makes replays after a crash idempotent).
 
-All times are epoch milliseconds, UTC, on event time.
+All times are epoch milliseconds, UTC, on event time. In memory the parts
+are named types (:class:`LiveTag`, :class:`PendingDeadline`,
+:class:`CartItem`); on disk they are positional JSON lists, so the bytes
+stay small and the format stays at :data:`FORMAT_VERSION`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from streamtags.errors import StateFormatError
 
-__all__ = ["FORMAT_VERSION", "Packer", "UserState"]
+__all__ = ["FORMAT_VERSION", "CartItem", "LiveTag", "Packer", "PendingDeadline", "UserState"]
 
 #: First byte of every serialised state; bump when the layout changes.
 FORMAT_VERSION = 1
@@ -45,6 +49,51 @@ def _abs(times: Mapping[str, int], base: int) -> dict[str, int]:
     return {k: base - v for k, v in times.items()}
 
 
+@dataclass(slots=True)
+class LiveTag:
+    """A tag the user holds. Mutable: a renewal moves its expiry."""
+
+    #: event time (epoch ms, UTC) the tag was applied
+    applied_at_ms: int
+    #: event time (epoch ms, UTC) the tag lapses unless renewed
+    expires_at_ms: int
+
+
+@dataclass(slots=True)
+class CartItem:
+    """One product in a pending cart. Mutable: adds and removals change the quantity."""
+
+    quantity: int
+    #: the last unit price the events showed, currency units, if any
+    unit_price: float | None
+
+
+@dataclass(slots=True)
+class PendingDeadline:
+    """An armed absence deadline ("A not followed by B") for one rule and match key."""
+
+    #: event time (epoch ms, UTC) of the first start that armed it
+    first_start_ms: int
+    #: event time (epoch ms, UTC) it fires at unless a stop comes first; later starts move it
+    deadline_ms: int
+    #: the starts behind it: the first and the latest two event ids
+    event_ids: list[str]
+    #: sku -> item, for rules that collect a cart
+    cart: dict[str, CartItem]
+
+    def pack(self, base_ms: int) -> list[Any]:
+        """Stored form ``[first, deadline, ids, {sku: [qty, price]}]``, times before ``base_ms``."""
+        cart = {sku: [item.quantity, item.unit_price] for sku, item in self.cart.items()}
+        return [base_ms - self.first_start_ms, base_ms - self.deadline_ms, self.event_ids, cart]
+
+    @classmethod
+    def unpack(cls, packed: list[Any], base_ms: int) -> PendingDeadline:
+        """Read the stored form written by :meth:`pack`."""
+        first, deadline, ids, cart = packed
+        items = {sku: CartItem(quantity, price) for sku, (quantity, price) in cart.items()}
+        return cls(base_ms - first, base_ms - deadline, ids, items)
+
+
 class UserState:
     """Per-user engine state. Mutable; owned by one partition's engine."""
 
@@ -64,12 +113,12 @@ class UserState:
     def __init__(self) -> None:
         #: feature key -> that feature's data (see streamtags.rulebook.features)
         self.features: dict[str, Any] = {}
-        #: tag -> [applied_at, expires_at]
-        self.tags: dict[str, list[int]] = {}
+        #: tag -> the live tag
+        self.tags: dict[str, LiveTag] = {}
         #: tag -> when it was last applied (for cooldowns)
         self.last_applied: dict[str, int] = {}
-        #: rule -> match key -> [first_start_ts, deadline, [event ids], {sku: [qty, price]}]
-        self.pending: dict[str, dict[str, list[Any]]] = {}
+        #: rule -> match key ("" without a ``match`` field) -> the armed deadline
+        self.pending: dict[str, dict[str, PendingDeadline]] = {}
         #: rule -> match key -> when it fired (one trigger per cart)
         self.fired: dict[str, dict[str, int]] = {}
         #: rule -> match key -> latest stop event time (stops that overtook their start)
@@ -97,15 +146,12 @@ class UserState:
                 if key in packers
             },
             {
-                tag: [base - applied, base - expires]
-                for tag, (applied, expires) in self.tags.items()
+                tag: [base - live.applied_at_ms, base - live.expires_at_ms]
+                for tag, live in self.tags.items()
             },
             _rel(self.last_applied, base),
             {
-                rule: {
-                    key: [base - first, base - deadline, ids, cart]
-                    for key, (first, deadline, ids, cart) in entries.items()
-                }
+                rule: {key: entry.pack(base) for key, entry in entries.items()}
                 for rule, entries in self.pending.items()
             },
             {rule: _rel(markers, base) for rule, markers in self.fired.items()},
@@ -144,13 +190,10 @@ class UserState:
                 for key, packed in features.items()
                 if key in packers
             }
-            state.tags = {tag: [base - a, base - e] for tag, (a, e) in tags.items()}
+            state.tags = {tag: LiveTag(base - a, base - e) for tag, (a, e) in tags.items()}
             state.last_applied = _abs(last_applied, base)
             state.pending = {
-                rule: {
-                    key: [base - first, base - deadline, ids, cart]
-                    for key, (first, deadline, ids, cart) in entries.items()
-                }
+                rule: {key: PendingDeadline.unpack(packed, base) for key, packed in entries.items()}
                 for rule, entries in pending.items()
             }
             state.fired = {rule: _abs(markers, base) for rule, markers in fired.items()}

@@ -84,7 +84,7 @@ class Replay:
         if state is None:
             return set()
         watermark = self.partition.watermark(self.now_ms) or 0
-        return {tag for tag, (_, expires) in state.tags.items() if expires > watermark}
+        return {tag for tag, live in state.tags.items() if live.expires_at_ms > watermark}
 
     def summary(self) -> dict[str, Counter[str]]:
         """Tag -> action -> count, plus ``coupon_triggers``."""

@@ -72,7 +72,7 @@ def user_key(user_id: str, *, prefix: str = DEFAULT_PREFIX) -> str:
     return prefix + user_id
 
 
-def encode_tag(change: dict[str, Any], *, expires_at_ms: int, applied_at: str) -> bytes:
+def encode_tag(change: Mapping[str, Any], *, expires_at_ms: int, applied_at: str) -> bytes:
     """The hash value for a live tag, from the tag change that applied or renewed it."""
     return orjson.dumps(
         {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
@@ -51,7 +51,7 @@ class RedisSink:
         """Users whose changes have not reached Redis yet."""
         return len(self._queued)
 
-    def add(self, changes: Iterable[dict[str, Any]]) -> None:
+    def add(self, changes: Iterable[Mapping[str, Any]]) -> None:
         """Queue changes (applied/renewed set the tag, cleared deletes it)."""
         for change in changes:
             fields = self._queued.setdefault(change["user_id"], {})

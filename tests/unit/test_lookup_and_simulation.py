@@ -70,7 +70,11 @@ def test_every_simulated_persona_earns_its_tag_in_an_offline_replay() -> None:
     ]
     replay.feed(events)
     replay.until(max(d.event.ts for d in events) + 60_000)
-    applied = {(r["user_id"], r["tag"]) for r in replay.records if r.get("action") == "applied"}
+    applied = {
+        (r["user_id"], r["tag"])
+        for r in replay.records
+        if "change_id" in r and r["action"] == "applied"
+    }
     missing = [row for row in plan.truth if (row.user_id, row.expected_tag) not in applied]
     assert not missing
 

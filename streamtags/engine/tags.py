@@ -1,0 +1,226 @@
+"""The tag book: evaluating rules for a user and turning results into tag changes.
+
+A tag is applied, renewed (still true and the expiry moves by at least a
+quarter of the TTL), or cleared (its TTL passed, the condition ended for
+``clear: when_false`` rules, a stop event for ``clear_on_stop``, or the
+user opted out of personalisation, for marketing tags). A cooldown stops a
+tag being applied again too soon. Every change carries its evidence (the
+feature values and event ids behind it) and a deterministic id.
+
+Times are event time, epoch milliseconds UTC; ``t`` is the moment a rule
+is evaluated at (the user's latest event time, or a deadline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, cast
+
+from streamtags.contracts.events import Event
+from streamtags.contracts.records import Severity, TagAction, iso_ms
+from streamtags.engine.output import Change, UserTurn, digest
+from streamtags.engine.state import LiveTag, UserState
+from streamtags.rulebook.expressions import Env
+from streamtags.rulebook.loader import Rule
+
+__all__ = ["TTL_PASSED", "TagBook", "rule_env"]
+
+#: The reason a change gives when a tag lapsed.
+TTL_PASSED = "the tag's time to live passed"
+
+
+class _Values(dict[str, float]):
+    """Feature values computed on first use, so ``a and b`` skips ``b`` when ``a`` fails."""
+
+    __slots__ = ("data", "rule", "t")
+
+    def __init__(self, rule: Rule, data: dict[str, Any], t: int) -> None:
+        super().__init__(rule.params)
+        self.rule = rule
+        self.data = data
+        self.t = t
+
+    def __missing__(self, name: str) -> float:
+        feature = self.rule.features[name]
+        value = feature.value(self.data.get(feature.key), self.t)
+        self[name] = value
+        return value
+
+
+def rule_env(rule: Rule, state: UserState, t: int) -> Env:
+    """What ``rule``'s expressions see for this user at event time ``t`` (epoch ms)."""
+    return Env(_Values(rule, state.features, t), state.tags)
+
+
+class TagBook:
+    """Rule evaluation and tag changes; shared by every partition of an engine."""
+
+    __slots__ = ("by_name", "by_tag", "marketing", "order")
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.by_name = {rule.name: rule for rule in rules}
+        #: tag -> the rule that owns it (for expiries and rechecks)
+        self.by_tag = {rule.tag: rule for rule in rules}
+        #: rule name -> position in the ruleset: rules are evaluated in file order
+        self.order = {rule.name: i for i, rule in enumerate(rules)}
+        self.marketing = tuple(rule for rule in rules if rule.category == "marketing")
+
+    # -- per event ------------------------------------------------------------------
+
+    def evaluate_all(
+        self, names: Collection[str], turn: UserTurn, t: int, event_ids: list[str]
+    ) -> None:
+        """Evaluate the condition rules named (those whose features took the event)."""
+        ordered = sorted(names, key=self.order.__getitem__) if len(names) > 1 else names
+        for name in ordered:
+            rule = self.by_name[name]
+            if rule.condition is not None:
+                self.evaluate(rule, turn, t, event_ids)
+
+    def evaluate(self, rule: Rule, turn: UserTurn, t: int, event_ids: list[str]) -> None:
+        """Evaluate a condition rule at ``t``; apply, renew or clear its tag."""
+        assert rule.condition is not None
+        state = turn.state
+        live = state.tags.get(rule.tag)
+        marketing_off = rule.category == "marketing" and not state.personalization
+        if (
+            live is not None
+            and not rule.clear_when_false
+            and t < live.expires_at_ms
+            and t + rule.ttl_ms - live.expires_at_ms < rule.ttl_ms // 4
+            and not marketing_off
+        ):
+            return  # live, sticky and not due for renewal: nothing can change
+        env = rule_env(rule, state, t)
+        holds = bool(rule.condition.run(env)) and not marketing_off
+        if live is not None and live.expires_at_ms <= t:
+            self.clear(rule, turn, live.expires_at_ms, TTL_PASSED)
+            live = None
+        if holds:
+            expires = t + rule.ttl_ms
+            action: TagAction
+            if live is None:
+                last = state.last_applied.get(rule.tag)
+                if rule.cooldown_ms and last is not None and t - last < rule.cooldown_ms:
+                    return
+                self.apply(rule, state, t, expires)
+                action = "applied"
+            elif expires - live.expires_at_ms >= rule.ttl_ms // 4:
+                live.expires_at_ms = expires
+                action = "renewed"
+            else:
+                return
+            self.record(rule, turn, action, t, expires, rule.description, env, event_ids)
+        elif live is not None and rule.clear_when_false:
+            reason = "the condition no longer holds"
+            self.clear(rule, turn, t, reason, env=env, event_ids=event_ids)
+
+    def clear_marketing(self, turn: UserTurn, event: Event) -> None:
+        """Clear every marketing tag: the user turned personalisation off with ``event``."""
+        for rule in self.marketing:
+            reason = "the user turned personalisation off"
+            self.clear(rule, turn, event.ts, reason, event_ids=[event.event_id])
+
+    # -- over time ------------------------------------------------------------------
+
+    def expire(self, turn: UserTurn, watermark: int) -> None:
+        """Clear tags whose TTL passed the watermark; recheck ``clear: when_false`` ones."""
+        state = turn.state
+        for tag, live in list(state.tags.items()):
+            rule = self.by_tag.get(tag)
+            if rule is None:  # the rule was removed since the state was written
+                del state.tags[tag]
+            elif live.expires_at_ms <= watermark:
+                self.clear(rule, turn, live.expires_at_ms, TTL_PASSED)
+            elif rule.clear_when_false:
+                # At the moment a value next changes (the watermark may be later),
+                # never before the user's own latest event.
+                recheck = self.recheck_ms(rule, state) or watermark
+                self.evaluate(rule, turn, max(state.latest_ts, min(watermark, recheck)), [])
+
+    def next_due(self, state: UserState) -> int | None:
+        """The earliest event time a live tag lapses or needs a recheck, if any."""
+        due: int | None = None
+        for tag, live in state.tags.items():
+            if due is None or live.expires_at_ms < due:
+                due = live.expires_at_ms
+            rule = self.by_tag.get(tag)
+            if rule is not None and rule.clear_when_false:
+                recheck = self.recheck_ms(rule, state)
+                if recheck is not None and recheck < due:
+                    due = recheck
+        return due
+
+    @staticmethod
+    def recheck_ms(rule: Rule, state: UserState) -> int | None:
+        """When one of ``rule``'s feature values next changes with no new event, if ever."""
+        times = [
+            feature.next_change_ms(state.features.get(feature.key), state.latest_ts)
+            for feature in rule.features.values()
+        ]
+        known = [t for t in times if t is not None]
+        return min(known) if known else None
+
+    # -- changes --------------------------------------------------------------------
+
+    def apply(self, rule: Rule, state: UserState, t: int, expires_at_ms: int) -> None:
+        """Give the user ``rule``'s tag from ``t`` until ``expires_at_ms``."""
+        state.tags[rule.tag] = LiveTag(t, expires_at_ms)
+        if rule.cooldown_ms:
+            state.last_applied[rule.tag] = t
+
+    def clear(
+        self,
+        rule: Rule,
+        turn: UserTurn,
+        t: int,
+        reason: str,
+        *,
+        env: Env | None = None,
+        event_ids: list[str] | None = None,
+    ) -> None:
+        """Take ``rule``'s tag away at ``t`` (and say so), if the user holds it."""
+        if turn.state.tags.pop(rule.tag, None) is None:
+            return
+        self.record(rule, turn, "cleared", t, None, reason, env, event_ids or [])
+
+    def record(
+        self,
+        rule: Rule,
+        turn: UserTurn,
+        action: TagAction,
+        t: int,
+        expires_at_ms: int | None,
+        reason: str,
+        env: Env | None,
+        event_ids: list[str],
+    ) -> None:
+        """Append the change to the output, with the evidence ``env`` shows at ``t``."""
+        figures: dict[str, float] = {}
+        shown: dict[str, list[str]] = {}
+        if env is not None:
+            features = turn.state.features
+            for name, feature in rule.features.items():
+                value = env.values[name]
+                figures[name] = value / 1000 if feature.value_type == "duration" else value
+                values = feature.shown(features.get(feature.key), t)
+                if values:
+                    shown[name] = values
+        text = reason or rule.name
+        if shown:
+            text += " (" + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(shown.items())) + ")"
+        change: Change = {
+            "change_id": digest(turn.user_id, rule.tag, action, rule.version, t),
+            "user_id": turn.user_id,
+            "tag": rule.tag,
+            "action": action,
+            "category": rule.category,
+            # The loader admits only SEVERITIES; Rule.severity is typed as plain str.
+            "severity": cast(Severity, rule.severity),
+            "ts": iso_ms(t),
+            "emitted_at": iso_ms(turn.now_ms),
+            "expires_at": iso_ms(expires_at_ms) if expires_at_ms is not None else None,
+            "rule": {"name": rule.name, "version": rule.version},
+            "evidence": {"reason": text, "figures": figures, "event_ids": list(event_ids)},
+        }
+        turn.out.changes.append(change)

@@ -1,0 +1,69 @@
+"""A user's state: named types in memory, the same version-1 bytes on disk as before them."""
+
+from __future__ import annotations
+
+from streamtags.engine.clock import PartitionClock, StreamClock
+from streamtags.engine.state import CartItem, LiveTag, PendingDeadline, UserState
+
+T0 = 1_795_341_600_000
+
+#: Written by the engine before it had named types (positional lists in memory);
+#: stored changelogs hold bytes like these, so they must keep reading back.
+STORED_V1 = (
+    b'\x01[1795341600000,{"o":3,"b":7},"Asia/Singapore",0,{},{"whale":[1000,-5000]},'
+    b'{"whale":1000},{"cart_abandoned":{"c1":[2000,-60000,["e1","e2"],'
+    b'{"gc-50":[2,50.0],"gc-10":[1,null]}]}},{"cart_abandoned":{"c0":9000}},'
+    b'{"cart_abandoned":{"c2":10}}]'
+)
+
+
+def a_state() -> UserState:
+    state = UserState()
+    state.latest_ts = T0
+    state.offsets = {"orders": 3, "browse": 7}
+    state.tz = "Asia/Singapore"
+    state.personalization = False
+    state.tags = {"whale": LiveTag(applied_at_ms=T0 - 1000, expires_at_ms=T0 + 5000)}
+    state.last_applied = {"whale": T0 - 1000}
+    cart = {"gc-50": CartItem(quantity=2, unit_price=50.0), "gc-10": CartItem(1, None)}
+    state.pending = {
+        "cart_abandoned": {"c1": PendingDeadline(T0 - 2000, T0 + 60_000, ["e1", "e2"], cart)}
+    }
+    state.fired = {"cart_abandoned": {"c0": T0 - 9000}}
+    state.stops = {"cart_abandoned": {"c2": T0 - 10}}
+    return state
+
+
+def test_a_state_is_stored_as_the_same_version_1_bytes_as_before_named_types() -> None:
+    assert a_state().to_bytes({}) == STORED_V1
+
+
+def test_version_1_bytes_read_back_into_named_tags_deadlines_and_carts() -> None:
+    state = UserState.from_bytes(STORED_V1, {})
+    expected = a_state()
+    assert state.tags == expected.tags
+    assert state.pending == expected.pending
+    assert (state.fired, state.stops, state.last_applied) == (
+        expected.fired,
+        expected.stops,
+        expected.last_applied,
+    )
+    assert (state.offsets, state.tz, state.personalization, state.latest_ts) == (
+        expected.offsets,
+        expected.tz,
+        expected.personalization,
+        expected.latest_ts,
+    )
+
+
+def test_a_partition_clock_round_trips_through_its_changelog_list() -> None:
+    clock = PartitionClock(lateness_ms=0)
+    clock.observe("orders", T0, now_ms=T0 + 5)
+    clock.observe("browse", T0 + 9, now_ms=T0 + 7)
+    assert clock.to_list() == [["browse", T0 + 9, T0 + 7], ["orders", T0, T0 + 5]]
+    restored = PartitionClock(lateness_ms=0)
+    restored.restore(clock.to_list())
+    assert restored.streams == {
+        "browse": StreamClock(highest_event_ms=T0 + 9, seen_at_wall_ms=T0 + 7),
+        "orders": StreamClock(highest_event_ms=T0, seen_at_wall_ms=T0 + 5),
+    }
