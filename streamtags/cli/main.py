@@ -61,14 +61,6 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
-    from streamtags.contracts.schemas import export
-
-    for path in export(Path(args.dir)):
-        print(f"wrote {path}")
-    return 0
-
-
 def _cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     script = Path(__file__).resolve().parents[2] / "stack" / "stack.sh"
     if not script.exists():
@@ -101,16 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("file", metavar="FILE.jsonl")
     produce.set_defaults(run=_cmd_produce)
 
-    schemas = commands.add_parser("schemas", help="JSON Schemas of the contracts")
-    schema_cmds = schemas.add_subparsers(dest="schemas_command", required=True)
-    export = schema_cmds.add_parser(
-        "export",
-        help="write the JSON Schemas generated from the models",
-        description="Write one JSON Schema file per contract into DIR (default schemas/).",
-    )
-    export.add_argument("--dir", default="schemas")
-    export.set_defaults(run=_cmd_schemas_export)
-
     stack = commands.add_parser(
         "stack",
         help="start, stop or inspect the local Kafka + Redis stack",
@@ -124,10 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_later_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Commands of the rule engine and the live product (registered by their modules)."""
+    """Commands of schemas, rules and the live product (registered by their modules)."""
     from streamtags.cli import live as live_cli
     from streamtags.cli import rules as rules_cli
+    from streamtags.cli import schemas as schemas_cli
 
+    schemas_cli.register(commands)
     rules_cli.register(commands)
     live_cli.register(commands)
 
