@@ -139,7 +139,7 @@ def _event_step(stream: str, event: type[BaseModel]) -> Any:
 
 def _step_kind(value: Any) -> str | None:
     stream = value.get("stream") if isinstance(value, dict) else getattr(value, "stream", None)
-    return f"{stream} event" if stream in STREAMS else None
+    return f"{stream} event" if isinstance(stream, str) and stream in STREAMS else None
 
 
 def _record_matcher(record: type[BaseModel], what: str) -> Any:

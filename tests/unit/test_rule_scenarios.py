@@ -88,6 +88,7 @@ def test_a_scenario_whose_expectation_does_not_hold_fails_and_says_why(tmp_path:
         ),
         ("status: created", "statuz: created", 4, "unknown key 'statuz' (known: amount,"),
         ("stream: orders", "stream: order", 4, "'events.1' needs 'stream': one of orders,"),
+        ("stream: orders", "stream: [orders]", 4, "'events.1' needs 'stream': one of orders,"),
         ("at: 14m", "at: 14 min", 4, "bad duration for 'events.1.at'"),
         ("changes: []", "changes: [{tag: cart_abandoned, actoin: applied}]", 8, "'actoin'"),
         ("triggers: 0", "triggers: [{cart: c1}]", 9, "unknown key 'cart' (known: abandoned_at,"),
