@@ -1,6 +1,25 @@
 """The ``streamtags`` command line (also ``python -m streamtags``).
 
-The only place that reads ``STREAMTAGS_*`` environment variables.
+The only place that reads ``STREAMTAGS_*`` environment variables. Commands
+raise; :func:`main` maps what they raise to one line on stderr and an exit
+code, by family (see :mod:`streamtags.errors`):
+
+====  =====================================================================
+code  meaning
+====  =====================================================================
+0     done
+1     the command ran and the answer is no: ``rules check`` found a broken
+      rule, a scenario failed, a persona missed its tag, Redis did not
+      answer ``tags``; also a :class:`~streamtags.errors.DataError` that
+      reached the command line
+2     the command could not run: a :class:`~streamtags.errors.LoadError`
+      (settings, rules, scenarios, recordings, topics), a file that cannot
+      be read, Kafka out of reach
+====  =====================================================================
+
+The line reads ``streamtags <command>: <message>``, e.g.
+``streamtags rules scenarios: rules/scenarios/x.yaml:4: unknown key 'untill' ...``;
+settings are read before any command runs, so theirs reads ``streamtags: <message>``.
 """
 
 from __future__ import annotations
@@ -13,23 +32,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from streamtags.errors import SettingsError
+from streamtags.errors import DataError, SettingsError, StreamtagsError
 from streamtags.settings import Settings
 
-__all__ = ["main"]
+__all__ = ["build_parser", "failure", "main"]
 
 
 def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from aiokafka.errors import KafkaError
 
-    from streamtags.errors import RuleError, TopicMismatch
     from streamtags.live.app import run_worker
 
     try:
         run_worker(settings)
-    except (RuleError, TopicMismatch) as exc:
-        print(f"streamtags worker: {exc}", file=sys.stderr)
-        return 2
     except KafkaError as exc:
         print(
             f"streamtags worker: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}",
@@ -41,14 +56,9 @@ def _cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
     from streamtags.contracts.recordings import read_recording
-    from streamtags.errors import RecordingError
     from streamtags.live.producing import produce
 
-    try:
-        messages = list(read_recording(Path(args.file)))
-    except (RecordingError, OSError) as exc:
-        print(f"streamtags produce: {exc}", file=sys.stderr)
-        return 2
+    messages = list(read_recording(Path(args.file)))
     sent = asyncio.run(
         produce(
             messages,
@@ -58,14 +68,6 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     print(f"produced {sent} messages to {settings.kafka_bootstrap}")
-    return 0
-
-
-def _cmd_schemas_export(args: argparse.Namespace, settings: Settings) -> int:
-    from streamtags.contracts.schemas import export
-
-    for path in export(Path(args.dir)):
-        print(f"wrote {path}")
     return 0
 
 
@@ -101,16 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("file", metavar="FILE.jsonl")
     produce.set_defaults(run=_cmd_produce)
 
-    schemas = commands.add_parser("schemas", help="JSON Schemas of the contracts")
-    schema_cmds = schemas.add_subparsers(dest="schemas_command", required=True)
-    export = schema_cmds.add_parser(
-        "export",
-        help="write the JSON Schemas generated from the models",
-        description="Write one JSON Schema file per contract into DIR (default schemas/).",
-    )
-    export.add_argument("--dir", default="schemas")
-    export.set_defaults(run=_cmd_schemas_export)
-
     stack = commands.add_parser(
         "stack",
         help="start, stop or inspect the local Kafka + Redis stack",
@@ -120,16 +112,33 @@ def build_parser() -> argparse.ArgumentParser:
     stack.set_defaults(run=_cmd_stack)
 
     _add_later_commands(commands)
+    _name_commands(parser)
     return parser
 
 
 def _add_later_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Commands of the rule engine and the live product (registered by their modules)."""
+    """Commands of schemas, rules and the live product (registered by their modules)."""
     from streamtags.cli import live as live_cli
     from streamtags.cli import rules as rules_cli
+    from streamtags.cli import schemas as schemas_cli
 
+    schemas_cli.register(commands)
     rules_cli.register(commands)
     live_cli.register(commands)
+
+
+def _name_commands(parser: argparse.ArgumentParser) -> None:
+    """Give every command its own name (``streamtags rules check``) for its error line."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.set_defaults(prog=command.prog)
+                _name_commands(command)
+
+
+def failure(prog: str, error: StreamtagsError | OSError) -> tuple[int, str]:
+    """The exit code and the one line ``prog`` reports for ``error`` (see the module doc)."""
+    return (1 if isinstance(error, DataError) else 2), f"{prog}: {error}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,5 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"streamtags: {exc}", file=sys.stderr)
         return 2
-    code: int = args.run(args, settings)
+    try:
+        code: int = args.run(args, settings)
+    except (StreamtagsError, OSError) as exc:
+        code, line = failure(args.prog, exc)
+        print(line, file=sys.stderr)
     return code

@@ -1,4 +1,10 @@
-"""``streamtags rules ...``: check rules, replay recordings, run scenarios (all offline)."""
+"""``streamtags rules ...``: check rules, replay recordings, run scenarios (all offline).
+
+A broken rule or scenario file raises a located :class:`~streamtags.errors.LoadError`,
+which :func:`streamtags.cli.main.main` turns into one line and exit code 2;
+only ``rules check`` answers a broken rule itself, with exit code 1, because
+finding one is its job.
+"""
 
 from __future__ import annotations
 
@@ -19,18 +25,16 @@ __all__ = ["register"]
 Handler = Callable[[argparse.Namespace, Settings], int]
 
 
-def _load(directory: str | None, settings: Settings) -> Ruleset | None:
+def _load(directory: str | None, settings: Settings) -> Ruleset:
     path = Path(directory) if directory else settings.rules_dir
-    try:
-        return load_rules(path, time_scale=settings.time_scale)
-    except RuleError as exc:
-        print(f"streamtags rules: {exc}", file=sys.stderr)
-        return None
+    return load_rules(path, time_scale=settings.time_scale)
 
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
-    ruleset = _load(args.dir, settings)
-    if ruleset is None:
+    try:
+        ruleset = _load(args.dir, settings)
+    except RuleError as exc:
+        print(f"{args.prog}: {exc}", file=sys.stderr)
         return 1
     for rule in ruleset.rules:
         kind = "absence" if rule.absence else "when"
@@ -58,29 +62,23 @@ def _test(args: argparse.Namespace, settings: Settings) -> int:
     from streamtags.offline.replay import Rejected, Replay, read_events
 
     ruleset = _load(args.rules, settings)
-    if ruleset is None:
-        return 1
     replay = Replay(
         ruleset, args.lateness_ms if args.lateness_ms is not None else settings.lateness_ms
     )
     events = []
     rejected = 0
-    try:
-        for item in read_events(Path(args.events)):
-            if isinstance(item, Rejected):
-                rejected += 1
-                print(f"rejected line {item.line}: {item.reason}", file=sys.stderr)
-            else:
-                events.append(item)
-    except OSError as exc:
-        print(f"streamtags rules test: {exc}", file=sys.stderr)
-        return 2
+    for item in read_events(Path(args.events)):
+        if isinstance(item, Rejected):
+            rejected += 1
+            print(f"rejected line {item.line}: {item.reason}", file=sys.stderr)
+        else:
+            events.append(item)
     replay.feed(events)
     if args.until:
         try:
             until = parse_event_time(int(args.until) if args.until.isdigit() else args.until)
         except ValueError as exc:
-            print(f"streamtags rules test: --until: {exc}", file=sys.stderr)
+            print(f"{args.prog}: --until: {exc}", file=sys.stderr)
             return 2
         replay.until(until)
     if args.json:
@@ -96,17 +94,12 @@ def _test(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _scenarios(args: argparse.Namespace, settings: Settings) -> int:
-    from streamtags.errors import ScenarioError
     from streamtags.offline.scenarios import load_scenarios, run_scenario
 
     ruleset = _load(args.rules, settings)
-    if ruleset is None:
-        return 1
-    try:
-        scenarios = load_scenarios(Path(args.dir), time_scale=settings.time_scale)
-    except (ScenarioError, OSError) as exc:
-        print(f"streamtags rules scenarios: {exc}", file=sys.stderr)
-        return 1
+    scenarios = load_scenarios(
+        Path(args.dir), time_scale=settings.time_scale, tags=ruleset.by_tag()
+    )
     failed = 0
     for scenario in scenarios:
         result = run_scenario(scenario, ruleset, lateness_ms=args.lateness_ms)
@@ -150,7 +143,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     scenarios = sub.add_parser(
         "scenarios",
         help="run the analysts' rule scenarios",
-        description="Run every scenario in DIR and report each expectation that failed.",
+        description="Run every scenario in DIR and report each expectation that failed; "
+        "exit 1 when one failed, 2 when a rule or scenario file is broken.",
     )
     scenarios.add_argument("--dir", default="rules/scenarios")
     scenarios.add_argument("--rules", help="rules directory")

@@ -1,7 +1,10 @@
 """Rules: ``rules/*.yaml`` parsed, type-checked and compiled once, at load.
 
 Reading order: :mod:`~streamtags.rulebook.loader` (files to compiled
-:class:`Rule` objects, errors with file:line),
+:class:`Rule` objects, errors with file:line), :mod:`~streamtags.rulebook.spec`
+(the typed shape of a rule file, and its JSON Schema),
+:mod:`~streamtags.rulebook.documents` (YAML that remembers its lines; a
+validation error's path turned into file:line and a reason),
 :mod:`~streamtags.rulebook.expressions` (the condition language),
 :mod:`~streamtags.rulebook.fields` (what rules may read from events,
 ``where`` filters) and :mod:`~streamtags.rulebook.features` (the per-user

@@ -3,22 +3,22 @@
 A rule file holds one rule (or several, separated by ``---``). A rule names
 its tag, category, TTL and severity, the features it keeps, and either a
 condition (``when``) or a deadline pattern (``absence``). See
-``rules/README.md`` for the language; every problem found here stops the
+``rules/README.md`` for the language. Each document is first validated as a
+:class:`~streamtags.rulebook.spec.RuleSpec` (keys, types, names), then
+compiled in small steps (parameters, features, condition or absence,
+coupon) that check what needs the whole rule. Every problem stops the
 worker with the file, line, rule name and reason (:class:`RuleError`).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
-import yaml
-
-from streamtags.contracts.events import STREAMS
+from streamtags.contracts.records import Category
 from streamtags.errors import ExpressionError, FeatureSpecError, RuleError
+from streamtags.rulebook.documents import LineDict, line_of, read_documents, validated
 from streamtags.rulebook.expressions import (
     Compiled,
     ValueType,
@@ -27,51 +27,19 @@ from streamtags.rulebook.expressions import (
 )
 from streamtags.rulebook.features import Feature, build_feature
 from streamtags.rulebook.fields import Filter, compile_filter, field_reader
-
-__all__ = ["Absence", "CouponSpec", "Matcher", "Rule", "Ruleset", "load_rules"]
-
-Category = Literal["risk", "marketing", "service", "value"]
-CATEGORIES = ("risk", "marketing", "service", "value")
-SEVERITIES = ("info", "low", "medium", "high")
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-class _LineDict(dict[str, Any]):
-    line: int = 0
-
-
-class _Loader(yaml.SafeLoader):
-    """A safe loader whose mappings remember their line (1-based).
-
-    Only ``true``/``false`` are booleans: YAML 1.1 would read the key ``on``
-    (and yes/no/off) as a bool, which is the word rules use for streams.
-    """
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+from streamtags.rulebook.spec import (
+    AbsenceSpec,
+    AllOf,
+    AnyOf,
+    Condition,
+    Duration,
+    NotOf,
+    RuleSpec,
+    StepSpec,
+    Streams,
 )
 
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
-    loader.flatten_mapping(node)
-    mapping = _LineDict()
-    mapping.line = node.start_mark.line + 1
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in mapping:
-            raise yaml.MarkedYAMLError(
-                problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark
-            )
-        mapping[str(key)] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+__all__ = ["Absence", "Coupon", "Matcher", "Rule", "Ruleset", "load_rules"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +51,8 @@ class Matcher:
 
 
 @dataclass(frozen=True, slots=True)
-class CouponSpec:
-    """The coupon a fired absence offers."""
+class Coupon:
+    """The coupon a fired absence offers: percent off, valid for ``valid_for_ms`` (ms)."""
 
     discount_pct: float
     valid_for_ms: int
@@ -121,7 +89,7 @@ class Rule:
     params: dict[str, float]
     condition: Compiled | None
     absence: Absence | None
-    coupon: CouponSpec | None
+    coupon: Coupon | None
     path: str
     line: int
     tags_used: frozenset[str] = frozenset()
@@ -144,229 +112,198 @@ class Ruleset:
         return {rule.tag: rule for rule in self.rules}
 
 
-_RULE_KEYS = {
-    "rule",
-    "version",
-    "tag",
-    "category",
-    "severity",
-    "ttl",
-    "cooldown",
-    "clear",
-    "description",
-    "why",
-    "params",
-    "features",
-    "when",
-    "absence",
-    "coupon",
-}
-_ABSENCE_KEYS = {"start", "stop", "match", "within", "if", "clear_on_stop", "cart", "remove"}
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where a rule was read: turns a reason and a path into the document into a RuleError."""
 
+    path: Path
+    document: LineDict
+    scale: float
 
-def _when_text(when: Any) -> str:
-    """Turn ``any:``/``all:``/``not:`` YAML composition into one expression string."""
-    if isinstance(when, Mapping):
-        if len(when) != 1:
-            raise ExpressionError("a condition mapping needs exactly one of any, all, not")
-        ((word, body),) = when.items()
-        if word in ("any", "all"):
-            if not isinstance(body, list) or not body:
-                raise ExpressionError(f"'{word}' takes a non-empty list of conditions")
-            joiner = " or " if word == "any" else " and "
-            return joiner.join(f"({_when_text(part)})" for part in body)
-        if word == "not":
-            return f"not ({_when_text(body)})"
-        raise ExpressionError(f"unknown condition form {word!r} (any, all, not)")
-    if isinstance(when, bool):
-        return "true" if when else "false"
-    if isinstance(when, str | int | float):
-        return str(when)
-    raise ExpressionError(f"cannot read condition {when!r}")
+    @property
+    def rule(self) -> str | None:
+        name = self.document.get("rule")
+        return name if isinstance(name, str) else None
 
+    def error(self, reason: str, *loc: str | int) -> RuleError:
+        return RuleError(self.path, line_of(self.document, loc), self.rule, reason)
 
-def _matcher(spec: Any, what: str) -> Matcher:
-    if not isinstance(spec, Mapping) or "on" not in spec:
-        raise FeatureSpecError(f"'{what}' needs 'on' (a stream) and optional 'where'")
-    unknown = set(spec) - {"on", "where"}
-    if unknown:
-        raise FeatureSpecError(f"unknown keys in '{what}': {', '.join(sorted(unknown))}")
-    on = spec["on"]
-    streams = [on] if isinstance(on, str) else list(on)
-    if not streams or any(s not in STREAMS for s in streams):
-        raise FeatureSpecError(f"'{what}.on' must name input streams, got {on!r}")
-    return Matcher(frozenset(streams), compile_filter(streams, spec.get("where")))
-
-
-def _compile_rule(raw: _LineDict, path: Path, scale: float) -> Rule:
-    name = raw.get("rule")
-    line = raw.line
-
-    def fail(reason: str, at: Any = None) -> RuleError:
-        return RuleError(
-            path, getattr(at, "line", line), name if isinstance(name, str) else None, reason
-        )
-
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise fail("'rule' must be a lower_snake_case name")
-    unknown = set(raw) - _RULE_KEYS
-    if unknown:
-        raise fail(
-            f"unknown keys: {', '.join(sorted(unknown))} (known: {', '.join(sorted(_RULE_KEYS))})"
-        )
-    category = raw.get("category")
-    if category not in CATEGORIES:
-        raise fail(f"'category' must be one of {', '.join(CATEGORIES)}, got {category!r}")
-    severity = raw.get("severity", "medium")
-    if severity not in SEVERITIES:
-        raise fail(f"'severity' must be one of {', '.join(SEVERITIES)}, got {severity!r}")
-    tag = raw.get("tag", name)
-    if not isinstance(tag, str) or not _NAME.match(tag):
-        raise fail("'tag' must be a lower_snake_case name")
-    version = raw.get("version", 1)
-    if not isinstance(version, int) or version < 1:
-        raise fail("'version' must be a positive whole number")
-    clear = raw.get("clear", "on_expiry")
-    if clear not in ("on_expiry", "when_false"):
-        raise fail(f"'clear' must be on_expiry or when_false, got {clear!r}")
-
-    def duration(value: Any, what: str, at: Any = None) -> int:
+    def duration_ms(self, value: Duration, *loc: str) -> int:
         try:
-            return parse_duration_ms(value, scale=scale)
+            return parse_duration_ms(value, scale=self.scale)
         except ExpressionError as exc:
-            raise fail(f"bad duration for '{what}': {exc}", at) from None
+            raise self.error(f"bad duration for '{'.'.join(loc)}': {exc}", *loc) from None
 
-    if "ttl" not in raw:
-        raise fail("'ttl' is required (how long a tag lives unless renewed)")
-    ttl_ms = duration(raw["ttl"], "ttl")
-    cooldown_ms = duration(raw["cooldown"], "cooldown") if "cooldown" in raw else 0
 
-    params: dict[str, float] = {}
-    names: dict[str, ValueType] = {}
-    for pname, pvalue in (raw.get("params") or {}).items():
-        if not _NAME.match(pname):
-            raise fail(f"parameter name {pname!r} must be lower_snake_case", raw.get("params"))
-        if isinstance(pvalue, bool) or not isinstance(pvalue, int | float | str):
-            raise fail(f"parameter {pname!r} must be a number or a duration", raw.get("params"))
-        if isinstance(pvalue, str):
-            params[pname] = float(duration(pvalue, f"params.{pname}", raw.get("params")))
-            names[pname] = "duration"
-        else:
-            params[pname] = float(pvalue)
-            names[pname] = "number"
-
-    features: dict[str, Feature] = {}
-    for fname, fspec in (raw.get("features") or {}).items():
-        if not _NAME.match(fname):
-            raise fail(f"feature name {fname!r} must be lower_snake_case", raw.get("features"))
-        if fname in names:
-            raise fail(f"feature {fname!r} has the name of a parameter", fspec)
-        if not isinstance(fspec, Mapping):
-            raise fail(f"feature {fname!r} must be a mapping", raw.get("features"))
-        try:
-            features[fname] = build_feature(
-                fspec, parse_duration=lambda v: parse_duration_ms(v, scale=scale)
-            )
-        except (FeatureSpecError, ExpressionError) as exc:
-            raise fail(f"feature {fname!r}: {exc}", fspec) from None
-        names[fname] = features[fname].value_type
-
-    when = raw.get("when")
-    absence_raw = raw.get("absence")
-    if (when is None) == (absence_raw is None):
-        raise fail("a rule needs exactly one of 'when' (a condition) or 'absence' (a deadline)")
-    condition = None
-    absence = None
-    tags_used: frozenset[str] = frozenset()
-    try:
-        if when is not None:
-            condition = compile_expression(
-                _when_text(when), names=names, expect="bool", scale=scale
-            )
-            tags_used = condition.tags
-            if not features:
-                raise fail("a 'when' rule needs at least one feature to watch events")
-        else:
-            absence = _compile_absence(absence_raw, names, scale)
-            if absence.guard is not None:
-                tags_used = absence.guard.tags
-    except (ExpressionError, FeatureSpecError) as exc:
-        raise fail(str(exc), absence_raw if absence_raw is not None else None) from None
-    if tag in tags_used:
-        raise fail(f"the condition of {tag!r} refers to its own tag")
-
-    coupon = None
-    if "coupon" in raw:
-        spec = raw["coupon"]
-        if absence is None:
-            raise fail("'coupon' only goes with an 'absence' rule", spec)
-        if not isinstance(spec, Mapping):
-            raise fail("'coupon' needs discount_pct and valid_for", spec)
-        pct = spec.get("discount_pct", 10)
-        if isinstance(pct, bool) or not isinstance(pct, int | float) or not 0 < pct <= 100:
-            raise fail("'coupon.discount_pct' must be a number in (0, 100]", spec)
-        coupon = CouponSpec(
-            float(pct), duration(spec.get("valid_for", "1h"), "coupon.valid_for", spec)
+def _compile_rule(document: LineDict, path: Path, scale: float) -> Rule:
+    source = _Source(path, document, scale)
+    spec = validated(RuleSpec, document, lambda line, why: RuleError(path, line, source.rule, why))
+    params, names = _params(spec, source)
+    features = _features(spec, source, names)
+    if (spec.when is None) == (spec.absence is None):
+        raise source.error(
+            "a rule needs exactly one of 'when' (a condition) or 'absence' (a deadline)"
         )
-    if clear == "when_false" and absence is not None:
-        raise fail("'clear: when_false' needs a 'when' condition")
-
+    condition = _condition(spec, source, names, bool(features))
+    absence = _absence(spec.absence, source, names) if spec.absence is not None else None
+    tags_used = _tags_used(condition, absence)
+    tag = spec.tag or spec.rule
+    if tag in tags_used:
+        raise source.error(f"the condition of {tag!r} refers to its own tag")
+    if spec.clear == "when_false" and absence is not None:
+        raise source.error("'clear: when_false' needs a 'when' condition", "clear")
     return Rule(
-        name=name,
-        version=version,
+        name=spec.rule,
+        version=spec.version,
         tag=tag,
-        category=category,
-        severity=severity,
-        ttl_ms=ttl_ms,
-        cooldown_ms=cooldown_ms,
-        clear_when_false=clear == "when_false",
-        description=str(raw.get("description", "")).strip(),
+        category=spec.category,
+        severity=spec.severity,
+        ttl_ms=source.duration_ms(spec.ttl, "ttl"),
+        cooldown_ms=source.duration_ms(spec.cooldown, "cooldown") if spec.cooldown else 0,
+        clear_when_false=spec.clear == "when_false",
+        description=spec.description.strip(),
         features=features,
         params=params,
         condition=condition,
         absence=absence,
-        coupon=coupon,
+        coupon=_coupon(spec, source, absence),
         path=str(path),
-        line=line,
+        line=document.line,
         tags_used=tags_used,
     )
 
 
-def _compile_absence(spec: Any, names: Mapping[str, ValueType], scale: float) -> Absence:
-    if not isinstance(spec, Mapping):
-        raise FeatureSpecError("'absence' needs start, stop and within")
-    unknown = set(spec) - _ABSENCE_KEYS
-    if unknown:
-        raise FeatureSpecError(f"unknown keys in 'absence': {', '.join(sorted(unknown))}")
-    for needed in ("start", "stop", "within"):
-        if needed not in spec:
-            raise FeatureSpecError(f"'absence' needs '{needed}'")
-    start = _matcher(spec["start"], "start")
-    stop = _matcher(spec["stop"], "stop")
-    match = spec.get("match")
-    if match is not None:
-        field_reader(sorted(start.streams | stop.streams), str(match))
-    within = compile_expression(spec["within"], names=names, expect="duration", scale=scale)
-    guard = (
-        compile_expression(_when_text(spec["if"]), names=names, expect="bool", scale=scale)
-        if "if" in spec
-        else None
-    )
-    cart = bool(spec.get("cart", False))
-    remove = _matcher(spec["remove"], "remove") if "remove" in spec else None
-    if cart:
-        field_reader(sorted(start.streams), "sku")
-        field_reader(sorted(start.streams), "price")
+def _params(spec: RuleSpec, source: _Source) -> tuple[dict[str, float], dict[str, ValueType]]:
+    """Parameter values (durations in ms) and the type each has in conditions."""
+    params: dict[str, float] = {}
+    names: dict[str, ValueType] = {}
+    for name, value in (spec.params or {}).items():
+        if isinstance(value, str):
+            params[name] = float(source.duration_ms(value, "params", name))
+            names[name] = "duration"
+        else:
+            params[name] = float(value)
+            names[name] = "number"
+    return params, names
+
+
+def _features(spec: RuleSpec, source: _Source, names: dict[str, ValueType]) -> dict[str, Feature]:
+    """Compile every feature; adds each feature's value type to ``names``."""
+    features: dict[str, Feature] = {}
+    for name in spec.features or {}:
+        if name in names:
+            raise source.error(f"feature {name!r} has the name of a parameter", "features", name)
+        # Compiled from the mapping as written: a feature's state key is a hash of
+        # its text, and stored state must keep its key across versions.
+        written = source.document["features"][name]
+        try:
+            features[name] = build_feature(
+                written, parse_duration=lambda v: parse_duration_ms(v, scale=source.scale)
+            )
+        except (FeatureSpecError, ExpressionError) as exc:
+            raise source.error(f"feature {name!r}: {exc}", "features", name) from None
+        names[name] = features[name].value_type
+    return features
+
+
+def _when_text(condition: Condition) -> str:
+    """Turn ``any:``/``all:``/``not:`` composition into one expression string."""
+    if isinstance(condition, AnyOf):
+        return " or ".join(f"({_when_text(part)})" for part in condition.any)
+    if isinstance(condition, AllOf):
+        return " and ".join(f"({_when_text(part)})" for part in condition.all)
+    if isinstance(condition, NotOf):
+        return f"not ({_when_text(condition.not_)})"
+    if isinstance(condition, bool):
+        return "true" if condition else "false"
+    return str(condition)
+
+
+def _expression(
+    text: str | int | float,
+    source: _Source,
+    names: dict[str, ValueType],
+    expect: ValueType,
+    *loc: str,
+) -> Compiled:
+    try:
+        return compile_expression(text, names=names, expect=expect, scale=source.scale)
+    except ExpressionError as exc:
+        # The rule's own condition needs no label; the message quotes the expression.
+        where = "" if loc == ("when",) else f"'{'.'.join(loc)}': "
+        raise source.error(f"{where}{exc}", *loc) from None
+
+
+def _condition(
+    spec: RuleSpec, source: _Source, names: dict[str, ValueType], has_features: bool
+) -> Compiled | None:
+    if spec.when is None:
+        return None
+    condition = _expression(_when_text(spec.when), source, names, "bool", "when")
+    if not has_features:
+        raise source.error("a 'when' rule needs at least one feature to watch events")
+    return condition
+
+
+def _streams(on: Streams) -> list[str]:
+    return [on] if isinstance(on, str) else list(on)
+
+
+def _matcher(step: StepSpec, source: _Source, what: str) -> Matcher:
+    streams = _streams(step.on)
+    try:
+        return Matcher(frozenset(streams), compile_filter(streams, step.where))
+    except FeatureSpecError as exc:
+        raise source.error(f"'absence.{what}': {exc}", "absence", what) from None
+
+
+def _read_field(streams: Iterable[str], field: str, source: _Source, what: str) -> None:
+    """Fail at load unless every one of ``streams`` has ``field``."""
+    try:
+        field_reader(sorted(streams), field)
+    except FeatureSpecError as exc:
+        raise source.error(f"'absence.{what}': {exc}", "absence") from None
+
+
+def _absence(spec: AbsenceSpec, source: _Source, names: dict[str, ValueType]) -> Absence:
+    start = _matcher(spec.start, source, "start")
+    stop = _matcher(spec.stop, source, "stop")
+    if spec.match is not None:
+        _read_field(start.streams | stop.streams, spec.match, source, "match")
+    if spec.cart:
+        _read_field(start.streams, "sku", source, "cart")
+        _read_field(start.streams, "price", source, "cart")
+    within = _expression(spec.within, source, names, "duration", "absence", "within")
+    guard = None
+    if spec.if_ is not None:
+        guard = _expression(_when_text(spec.if_), source, names, "bool", "absence", "if")
     return Absence(
         start,
         stop,
-        str(match) if match else None,
+        spec.match or None,
         within,
         guard,
-        bool(spec.get("clear_on_stop", False)),
-        remove,
-        cart,
+        spec.clear_on_stop,
+        _matcher(spec.remove, source, "remove") if spec.remove is not None else None,
+        spec.cart,
     )
+
+
+def _tags_used(condition: Compiled | None, absence: Absence | None) -> frozenset[str]:
+    if condition is not None:
+        return condition.tags
+    if absence is not None and absence.guard is not None:
+        return absence.guard.tags
+    return frozenset()
+
+
+def _coupon(spec: RuleSpec, source: _Source, absence: Absence | None) -> Coupon | None:
+    if spec.coupon is None:
+        return None
+    if absence is None:
+        raise source.error("'coupon' only goes with an 'absence' rule", "coupon")
+    valid_for_ms = source.duration_ms(spec.coupon.valid_for, "coupon", "valid_for")
+    return Coupon(float(spec.coupon.discount_pct), valid_for_ms)
 
 
 def _order(rules: list[Rule]) -> list[Rule]:
@@ -395,6 +332,18 @@ def _order(rules: list[Rule]) -> list[Rule]:
     return ordered
 
 
+def _read_file(path: Path, scale: float) -> list[Rule]:
+    def fail(line: int, reason: str) -> RuleError:
+        return RuleError(path, line, None, reason)
+
+    rules = []
+    for _, document in read_documents(path, fail):
+        if not isinstance(document, LineDict):
+            raise fail(line_of(document, ()) or 1, "a rule file holds mappings, one per rule")
+        rules.append(_compile_rule(document, path, scale))
+    return rules
+
+
 def load_rules(paths: Path | Iterable[Path], *, time_scale: float = 1.0) -> Ruleset:
     """Load every ``*.yaml`` rule under a directory (or the given files).
 
@@ -409,22 +358,7 @@ def load_rules(paths: Path | Iterable[Path], *, time_scale: float = 1.0) -> Rule
         raise RuleError(
             paths if isinstance(paths, Path) else "rules", 0, None, "no rule files (*.yaml) found"
         )
-    rules: list[Rule] = []
-    for path in files:
-        try:
-            documents = list(yaml.load_all(path.read_text(), Loader=_Loader))
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = mark.line + 1 if mark is not None else 0
-            raise RuleError(path, line, None, f"not valid YAML: {exc.problem}") from None
-        except OSError as exc:
-            raise RuleError(path, 0, None, f"cannot read: {exc}") from None
-        for document in documents:
-            if document is None:
-                continue
-            if not isinstance(document, _LineDict):
-                raise RuleError(path, 1, None, "a rule file holds mappings, one per rule")
-            rules.append(_compile_rule(document, path, time_scale))
+    rules = [rule for path in files for rule in _read_file(path, time_scale)]
     seen: dict[str, Rule] = {}
     for rule in rules:
         for other_key in (rule.name, "tag:" + rule.tag):

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import pytest
 
+from streamtags.contracts.events import STREAMS
 from streamtags.errors import ExpressionError, RuleError
 from streamtags.rulebook.expressions import (
     Env,
     compile_expression,
     parse_duration_ms,
 )
+from streamtags.rulebook.features import KINDS
 from streamtags.rulebook.loader import load_rules
+from streamtags.rulebook.spec import Stream
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,6 +58,19 @@ when: ips >= 3
 """
 
 
+ABSENCE = """\
+rule: sample
+category: marketing
+ttl: 1h
+absence:
+  start: {on: browse, where: {action: add_to_cart}}
+  stop: {on: orders}
+  match: cart_id
+  within: 15m
+coupon: {discount_pct: 10, valid_for: 1h}
+"""
+
+
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "sample.yaml"
     path.write_text(text)
@@ -63,6 +80,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_a_good_rule_compiles(tmp_path: Path) -> None:
     ruleset = load_rules(write(tmp_path, GOOD))
     assert ruleset.rules[0].name == "sample"
+    absence = load_rules(write(tmp_path, ABSENCE)).rules[0]
+    assert absence.coupon is not None and absence.coupon.valid_for_ms == 3_600_000
 
 
 @pytest.mark.parametrize(
@@ -89,6 +108,113 @@ def test_broken_rules_name_file_line_rule_and_reason(
     message = str(caught.value)
     assert message.startswith(f"{path}:{line}: rule 'sample':"), message
     assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("text", "old", "new", "line", "fragment"),
+    [
+        (GOOD, "window: 1h}", "window: 1h, cap: lots}", 5, "'features.ips.cap' must be a valid"),
+        (GOOD, "window: 1h}", "window: 1h, cap: 0}", 5, "'features.ips.cap' must be greater"),
+        (GOOD, "on: logins,", "on: 5,", 5, "'features.ips.on' must be one of 'orders'"),
+        (GOOD, "on: logins,", "on: [logins, login],", 5, "'features.ips.on.1' must be one of"),
+        (GOOD, "on: logins,", "onn: logins,", 5, "unknown key 'onn' (known: cap, distinct, on"),
+        (GOOD, "window: 1h}", "windw: 1h}", 5, "unknown key 'windw'"),
+        (GOOD, "distinct: ip,", "distinkt: ip,", 5, "'features.ips' needs exactly one of"),
+        (GOOD, "distinct: ip,", "distinct: ip, sum: amount,", 5, "needs exactly one of"),
+        (GOOD, "distinct: ip,", "count: event,", 5, "'features.ips.count' must be one of"),
+        (GOOD, "window: 1h}", "window: 1h, bucket: 1d}", 5, "unknown key 'bucket'"),
+        (GOOD, "on: logins,", "on: logins, where: {ip: {gtee: 3}},", 5, "key 'gtee' in"),
+        (GOOD, "on: logins,", "on: logins, wehre: {ip: x},", 5, "unknown key 'wehre'"),
+        (GOOD, "  ips: {", "  IPs: {", 5, "key 'IPs' in 'features' must be a lower_snake_case"),
+        (GOOD, "ttl: 1h", "ttl: 1h\nuntill: 2h", 1, "unknown key 'untill' (known: absence,"),
+        (GOOD, "ttl: 1h", "ttl: 1h\nversion: two", 1, "'version' must be a valid integer"),
+        (GOOD, "ttl: 1h", "ttl: 1h\nseverity: urgent", 1, "'severity' must be one of"),
+        (GOOD, "ttl: 1h", "ttl: 1h\nclear: never", 1, "'clear' must be one of"),
+        (GOOD, "ttl: 1h", "ttl: 1h\ncooldown: a while", 1, "bad duration for 'cooldown'"),
+        (GOOD, "ttl: 1h\n", "", 1, "'ttl' is required"),
+        (GOOD, "rule: sample", "rule: sample\ntag: Sample", 1, "'tag' must be a lower_snake"),
+        (GOOD, "ttl: 1h", "ttl: 1h\nparams: {n: [1]}", 4, "'params.n' must be a number or a"),
+        (GOOD, "ttl: 1h", "ttl: 1h\nparams: {n: 2 days}", 4, "bad duration for 'params.n'"),
+        (GOOD, "ttl: 1h", "ttl: 1h\nparams: {ips: 2}", 6, "feature 'ips' has the name of a"),
+        (GOOD, "when: ips >= 3", "when: {anyy: [ips >= 3]}", 6, "'when' must be an expression"),
+        (GOOD, "when: ips >= 3", "when: {any: []}", 6, "'when.any' must not be empty"),
+        (GOOD, "when: ips >= 3", "when: {not: ips >= 3, all: [ips > 1]}", 6, "'when' must be"),
+        (GOOD, "when: ips >= 3\n", "", 1, "exactly one of 'when' (a condition) or 'absence'"),
+        (GOOD, "when: ips >= 3", "when: ips >= 3\ncoupon: {}", 7, "'coupon' only goes with"),
+        (ABSENCE, "within: 15m", "within: 15m\n  iff: true", 5, "unknown key 'iff' (known: cart,"),
+        (ABSENCE, "within: 15m", "witin: 15m", 5, "unknown key 'witin' (known: cart,"),
+        (ABSENCE, "  within: 15m\n", "", 5, "'absence.within' is required"),
+        (ABSENCE, "{on: orders}", "{on: orders, wher: {}}", 6, "unknown key 'wher' (known: on,"),
+        (ABSENCE, "{on: orders}", "{on: order}", 6, "'absence.stop.on' must be one of"),
+        (ABSENCE, "{on: orders}", "{on: orders, where: {staus: paid}}", 6, "no field 'staus'"),
+        (ABSENCE, "match: cart_id", "match: cart", 5, "'absence.match': browse events have no"),
+        (ABSENCE, "within: 15m", "within: 15m + 1", 5, "'absence.within': cannot"),
+        (ABSENCE, "within: 15m", "within: 15m\n  if: {any: 3}", 9, "'absence.if.any' must be"),
+        (ABSENCE, "discount_pct: 10,", "discount: 10,", 9, "unknown key 'discount' (known: d"),
+        (ABSENCE, "discount_pct: 10,", "discount_pct: 150,", 9, "'coupon.discount_pct' must be"),
+        (ABSENCE, "discount_pct: 10,", "discount_pct: lots,", 9, "'coupon.discount_pct' must be"),
+        (ABSENCE, "valid_for: 1h", "valid_for: 1 hour", 9, "bad duration for 'coupon.valid_for'"),
+        (ABSENCE, "ttl: 1h", "ttl: 1h\nclear: when_false", 1, "'clear: when_false' needs a 'when'"),
+    ],
+)
+def test_a_typo_anywhere_in_a_rule_fails_with_file_line_rule_and_reason(
+    tmp_path: Path, text: str, old: str, new: str, line: int, fragment: str
+) -> None:
+    assert old in text
+    path = write(tmp_path, text.replace(old, new))
+    with pytest.raises(RuleError) as caught:
+        load_rules(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{line}: rule 'sample': "), message
+    assert fragment in message, message
+    assert "\n" not in message
+
+
+def test_an_error_in_a_later_rule_of_a_file_gives_that_rule_s_line(tmp_path: Path) -> None:
+    second = GOOD.replace("rule: sample", "rule: other").replace("1h}", "1h, cap: lots}")
+    path = write(tmp_path, GOOD + "---\n" + second)
+    with pytest.raises(RuleError, match=r"sample\.yaml:12: rule 'other': 'features\.ips\.cap'"):
+        load_rules(path)
+
+
+def test_a_feature_without_a_kind_names_every_kind_the_compiler_knows(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD.replace("distinct: ip, ", ""))
+    with pytest.raises(RuleError, match="needs exactly one of: " + ", ".join(KINDS)):
+        load_rules(path)
+
+
+# State keys of the catalogue's features before rule files were parsed into typed
+# specs; a changed key would start every user's feature state afresh.
+FEATURE_KEYS = {
+    "brand_loyal": {"paid_orders": "8296fd", "top_brand_orders": "6a1e6a"},
+    "card_hopping": {"cards": "6ce61f"},
+    "churn_risk": {"paid_orders": "0d2f43", "usual_gap": "1281c6"},
+    "coupon_hunter": {"paid_orders": "0d2f43", "new_user_promos": "524992"},
+    "dispute_prone": {"orders": "ec47d5", "complaints": "36601a"},
+    "frustrated": {
+        "failed_payments": "4e6281",
+        "empty_searches": "9bdfd0",
+        "rage_clicks": "c7395b",
+        "complaints": "35b043",
+    },
+    "high_value": {"recent_orders": "b5cec8", "paid_orders": "0d2f43", "spend": "dc9d1e"},
+    "ip_hopping": {"ips": "08b208", "countries": "b81055"},
+    "night_owl": {"orders": "ec47d5", "night_orders": "8a2720"},
+    "price_sensitive": {"paid_orders": "0d2f43", "with_coupon": "4dd4f4"},
+    "rapid_spender": {"top_up_then_spend": "6423da"},
+    "whale": {"largest_order": "783630"},
+    "window_shopper": {"product_views": "0ec960", "orders": "a66e3d"},
+}
+
+
+def test_feature_state_keys_are_those_stored_by_earlier_versions() -> None:
+    ruleset = load_rules(ROOT / "rules")
+    keys = {
+        rule.name: {name: feature.key for name, feature in rule.features.items()}
+        for rule in ruleset.rules
+        if rule.features
+    }
+    assert keys == FEATURE_KEYS
 
 
 def test_yaml_syntax_errors_give_the_line(tmp_path: Path) -> None:
@@ -151,3 +277,7 @@ def test_a_field_computed_on_one_stream_and_plain_on_another_reads_both(tmp_path
     )
     assert reader(order, None) == "zen"
     assert reader(view, None) == "acme"
+
+
+def test_the_streams_a_rule_may_name_are_the_input_contracts() -> None:
+    assert typing.get_args(Stream) == tuple(STREAMS)

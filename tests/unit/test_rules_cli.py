@@ -1,4 +1,5 @@
-"""`streamtags rules test` on a recorded file reproduces what the scenarios expect."""
+"""`streamtags rules test` on a recorded file meets what the scenarios expect, and
+`streamtags rules check|scenarios` report broken files in one line with file:line."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import pytest
 
 from streamtags.cli.main import main
 from streamtags.contracts.records import CouponTrigger, TagChange
-from streamtags.offline.scenarios import Scenario, load_scenarios, run_scenario
+from streamtags.offline.scenarios import Scenario, load_scenarios, record_failures, run_scenario
 from streamtags.rulebook.loader import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
-SCENARIOS = load_scenarios(ROOT / "rules" / "scenarios")
 RULES = load_rules(ROOT / "rules")
+SCENARIOS = load_scenarios(ROOT / "rules" / "scenarios", tags=RULES.by_tag())
 
 
 def record(scenario: Scenario, path: Path) -> None:
@@ -26,7 +27,7 @@ def record(scenario: Scenario, path: Path) -> None:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
-def test_rules_test_on_a_recording_reproduces_the_scenario(
+def test_rules_test_on_a_recording_meets_the_scenario_s_expectations(
     scenario: Scenario, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     recording = tmp_path / "events.jsonl"
@@ -46,6 +47,9 @@ def test_rules_test_on_a_recording_reproduces_the_scenario(
         args += ["--until", str(scenario.until_ms)]
     assert main(args) == 0
     printed = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # What the scenario expects of the emitted records holds for the command's output
+    # (live-tag expectations need the engine's state: test_rule_scenarios checks those).
+    assert record_failures(scenario.expect, printed) == []
     expected = run_scenario(scenario, RULES, lateness_ms=10_000).records
     assert printed == [orjson.loads(orjson.dumps(r)) for r in expected]
     for line in printed:  # exactly the fields of the output topics
@@ -100,3 +104,70 @@ def test_a_worker_with_a_broken_rule_stops_before_touching_kafka(
     monkeypatch.setenv("STREAMTAGS_KAFKA_BOOTSTRAP", "127.0.0.1:1")  # never reached
     assert main(["worker"]) == 2
     assert "bad.yaml:1: rule 'bad': bad duration for 'ttl'" in capsys.readouterr().err
+
+
+def test_rules_test_with_a_broken_rule_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.yaml").write_text("rule: bad\ncategory: risk\nttl: 1h\nwhen: x > 1\n")
+    recording = tmp_path / "events.jsonl"
+    recording.write_text("")
+    code = main(["rules", "test", "--events", str(recording), "--rules", str(tmp_path)])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"streamtags rules test: {tmp_path}/bad.yaml:1: rule 'bad': unknown name 'x' in 'x > 1'"
+        " (known: none)\n"
+    )
+
+
+def test_rules_scenarios_runs_every_scenario_and_passes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(
+        [
+            "rules",
+            "scenarios",
+            "--dir",
+            str(ROOT / "rules" / "scenarios"),
+            "--rules",
+            str(ROOT / "rules"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.splitlines()[-1] == f"{len(SCENARIOS)} passed, 0 failed"
+
+
+def test_rules_scenarios_exits_1_and_says_which_expectation_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "whale.yaml").write_text(
+        "scenario: a small order makes a whale\n"
+        "events: [{at: 0m, stream: orders, status: paid, amount: 5}]\n"
+        "expect: {has: [whale]}\n"
+    )
+    code = main(["rules", "scenarios", "--dir", str(tmp_path), "--rules", str(ROOT / "rules")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL  a small order makes a whale" in out
+    assert "expected live tag 'whale'; live tags are []" in out
+    assert out.splitlines()[-1] == "0 passed, 1 failed"
+
+
+def test_rules_scenarios_with_a_typo_in_a_scenario_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "whale.yaml"
+    path.write_text(
+        "scenario: a big order makes a whale\n"
+        "events: [{at: 0m, stream: orders, status: paid, amount: 5000}]\n"
+        "expect: {hass: [whale]}\n"
+    )
+    code = main(["rules", "scenarios", "--dir", str(tmp_path), "--rules", str(ROOT / "rules")])
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"streamtags rules scenarios: {path}:3: unknown key 'hass' "
+        "(known: changes, has, lacks, never, tags, triggers, user) in 'expect'\n"
+    )
