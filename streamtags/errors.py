@@ -107,9 +107,19 @@ ErrorKind = Literal[
     "not_json",
     "not_object",
     "invalid",
+    "wrong_key",
+    "future_timestamp",
+    "too_late",
     "engine_error",
 ]
-"""Why an input message was dead-lettered (the ``error_kind`` of a dead letter)."""
+"""Why an input message was dead-lettered (the ``error_kind`` of a dead letter).
+
+``not_json``: unparseable; ``not_object``: JSON but not an object; ``invalid``:
+failed the contract; ``wrong_key``: a valid event whose message key is not its
+``user_id`` (null keys too); ``future_timestamp``: stamped further ahead of the
+worker's wall clock than the allowed skew; ``too_late``: older than the rules
+can still use; ``engine_error``: valid, but a rule failed on it (a bug).
+"""
 
 
 class InvalidEvent(DataError):

@@ -61,6 +61,8 @@ class Settings:
     web_port: int = 6066
     rules_dir: Path = Path("rules")
     lateness_ms: int = 10_000
+    #: How far ahead of the wall clock an event may be stamped before it is dead-lettered.
+    max_future_skew_ms: int = 300_000
     time_scale: float = 1.0
     commit_interval_s: float = 1.0
     #: How long the group waits for a silent worker before its partitions move (kill -9).
@@ -116,6 +118,10 @@ class Settings:
             raise SettingsError(f"{PREFIX}TIME_SCALE must be positive, got {self.time_scale}")
         if self.lateness_ms < 0:
             raise SettingsError(f"{PREFIX}LATENESS_MS must be >= 0, got {self.lateness_ms}")
+        if self.max_future_skew_ms < 0:
+            raise SettingsError(
+                f"{PREFIX}MAX_FUTURE_SKEW_MS must be >= 0, got {self.max_future_skew_ms}"
+            )
         if min(self.commit_interval_s, self.tick_interval_s) <= 0:
             raise SettingsError(f"{PREFIX}COMMIT_INTERVAL_S and TICK_INTERVAL_S must be positive")
 

@@ -1,6 +1,8 @@
 """What crosses the product's edges: input events, output records, their bytes.
 
 Reading order: :mod:`~streamtags.contracts.events` (the four input streams),
+:mod:`~streamtags.contracts.values` (the strict, bounded value types their
+fields use: ids, event times, IP addresses, amounts, counts),
 :mod:`~streamtags.contracts.records` (tag changes, coupon triggers, dead
 letters), :mod:`~streamtags.contracts.codec` (bytes to events, records to
 bytes; never raises on bad input), :mod:`~streamtags.contracts.ingest` (a

@@ -5,22 +5,34 @@ Every input message is keyed by ``user_id`` and carries one JSON object.
 epoch milliseconds; either way the model holds it as epoch milliseconds,
 UTC. Unknown extra fields are ignored (kept out of state) and never make a
 valid event invalid.
+
+The contract is strict and bounded: numbers are JSON numbers (never strings
+or bools), every string and list has a maximum length, every count a
+maximum, and text is kept verbatim (never trimmed). The value types live in
+:mod:`streamtags.contracts.values`; the JSON Schemas in ``schemas/`` say
+exactly what the models accept.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from datetime import datetime
-from typing import Annotated, Any, ClassVar, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamtags.contracts.values import (
+    EARLIEST_TS_MS,
+    LATEST_TS_MS,
+    EventId,
+    EventTime,
+    Integer,
+    IpAddress,
+    Money,
+    Name,
+    ShortText,
+    Text,
+    TimeZoneName,
+    UserId,
+    parse_event_time,
 )
 
 __all__ = [
@@ -37,95 +49,48 @@ __all__ = [
     "parse_event_time",
 ]
 
-#: Event times before 2000-01-01 or from 2100-01-01 on are impossible values.
-EARLIEST_TS_MS = 946_684_800_000
-LATEST_TS_MS = 4_102_444_800_000
+OptionalName = Annotated[ShortText | None, Field(default=None)]
+OptionalText = Annotated[Text | None, Field(default=None)]
 
-
-def parse_event_time(value: Any) -> int:
-    """Return an event time as epoch milliseconds, UTC.
-
-    Accepts an RFC 3339 string with an offset (``2026-11-22T10:00:00Z``,
-    ``...+08:00``) or an integer number of epoch milliseconds. A string
-    without an offset is ambiguous and rejected; so is a bool, a float, or a
-    time outside 2000-2099.
-    """
-    if isinstance(value, bool):
-        raise ValueError("ts must be an RFC 3339 string or integer epoch milliseconds, not a bool")
-    if isinstance(value, int):
-        ts_ms = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("z", "Z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"ts {value!r} is not an RFC 3339 time") from None
-        if parsed.tzinfo is None:
-            raise ValueError(f"ts {value!r} has no UTC offset")
-        ts_ms = int(parsed.timestamp() * 1000)
-    else:
-        raise ValueError("ts must be an RFC 3339 string or integer epoch milliseconds")
-    if not EARLIEST_TS_MS <= ts_ms < LATEST_TS_MS:
-        raise ValueError(f"ts {value!r} is outside the years 2000-2099")
-    return ts_ms
-
-
-def _check_ip(value: str) -> str:
-    ipaddress.ip_address(value)  # raises ValueError with a readable message
-    return value
-
-
-def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{value!r} is not an IANA time zone") from None
-    return value
-
-
-EventTime = Annotated[
-    int,
-    BeforeValidator(parse_event_time),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "string", "format": "date-time"},
-                {"type": "integer", "minimum": EARLIEST_TS_MS, "maximum": LATEST_TS_MS - 1},
-            ],
-            "description": "Event time: RFC 3339 with offset, or integer epoch milliseconds.",
-        }
-    ),
-]
-"""Event time in epoch milliseconds, UTC, parsed from RFC 3339 or epoch ms."""
-
-Identifier = Annotated[str, Field(min_length=1, max_length=256)]
-OptionalText = Annotated[str | None, Field(default=None, max_length=1024)]
-Money = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+#: Strict: a JSON string is never a number or a bool; extra fields are ignored.
+_STRICT = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 class _EventBase(BaseModel):
     """Fields every input event has."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+    model_config = _STRICT
 
     stream: ClassVar[str]
 
-    event_id: Identifier = Field(description="Unique id of this event, chosen by the producer.")
-    user_id: Identifier = Field(description="The user the event is about; also the message key.")
-    ts: EventTime = Field(description="Event time, epoch milliseconds UTC once parsed.")
+    event_id: EventId = Field(
+        description="Unique id of this event, chosen by the producer: 1-256 characters, "
+        "no whitespace, control or invisible characters."
+    )
+    user_id: UserId = Field(
+        description="The user the event is about; also the message key (its UTF-8 bytes). "
+        "1-256 characters, taken verbatim: no whitespace, control or invisible characters, "
+        "no '{' or '}' (in the Redis key they would form a Redis Cluster hash tag and pin "
+        "many users to one slot), and never starting with '__faust' (reserved)."
+    )
+    ts: EventTime = Field(
+        description="Event time: RFC 3339 with offset (years 2000-2099 as written, at most "
+        "9 fraction digits, no leap second) or integer epoch milliseconds (2000-2099 UTC); "
+        "held as epoch milliseconds UTC once parsed."
+    )
 
 
 class OrderItem(BaseModel):
     """One line of an order."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = _STRICT
 
-    sku: Identifier = Field(description="Stock-keeping unit of the product.")
-    category: OptionalText = Field(description="Product category, e.g. gift_card.")
-    brand: OptionalText = Field(description="Product brand.")
-    quantity: int = Field(default=1, ge=1, le=1_000_000, description="Units ordered.")
+    sku: Name = Field(description="Stock-keeping unit of the product.")
+    category: OptionalName = Field(description="Product category, e.g. gift_card.")
+    brand: OptionalName = Field(description="Product brand.")
+    quantity: Annotated[int, Integer(1, 1_000_000)] = Field(
+        default=1, description="Units ordered, at most 10^6."
+    )
     unit_price: Money = Field(default=0.0, description="Price of one unit, in the order currency.")
 
 
@@ -134,23 +99,26 @@ class Order(_EventBase):
 
     stream: ClassVar[str] = "orders"
 
-    order_id: Identifier = Field(description="The order this event is about.")
-    cart_id: OptionalText = Field(description="The cart the order was placed from, if any.")
+    order_id: Name = Field(description="The order this event is about.")
+    cart_id: OptionalName = Field(description="The cart the order was placed from, if any.")
     status: Literal["created", "paid", "failed", "cancelled", "refunded"] = Field(
         description="The order's new status."
     )
     amount: Money = Field(description="Order total, in `currency` units (not cents).")
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = Field(
-        default=None, description="ISO 4217 currency code."
+    # min/max length make the $ of these patterns safe in every regex dialect
+    currency: Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$")] | None = (
+        Field(default=None, description="ISO 4217 currency code.")
     )
-    items: list[OrderItem] = Field(default_factory=list, max_length=1000, description="Lines.")
+    items: list[OrderItem] = Field(
+        default_factory=list, max_length=1000, description="Lines, at most 1000."
+    )
     order_kind: Literal["purchase", "top_up"] = Field(
         default="purchase", description="A purchase of goods, or a stored-value top-up."
     )
-    payment_method: OptionalText = Field(description="e.g. card, wallet, points.")
-    card_fingerprint: OptionalText = Field(description="Stable hash of the card used, if any.")
-    coupon_code: OptionalText = Field(description="Coupon applied to the order, if any.")
-    promo_kind: OptionalText = Field(description="Kind of promotion used, e.g. new_user.")
+    payment_method: OptionalName = Field(description="e.g. card, wallet, points.")
+    card_fingerprint: OptionalName = Field(description="Stable hash of the card used, if any.")
+    coupon_code: OptionalName = Field(description="Coupon applied to the order, if any.")
+    promo_kind: OptionalName = Field(description="Kind of promotion used, e.g. new_user.")
     failure_reason: OptionalText = Field(description="Why a payment failed (status failed).")
 
 
@@ -159,7 +127,7 @@ class Browse(_EventBase):
 
     stream: ClassVar[str] = "browse"
 
-    session_id: OptionalText = Field(description="Browsing session id.")
+    session_id: OptionalName = Field(description="Browsing session id.")
     action: Literal[
         "page_view",
         "product_view",
@@ -171,16 +139,16 @@ class Browse(_EventBase):
         "error",
         "complaint",
     ] = Field(description="What the user did.")
-    sku: OptionalText = Field(description="Product concerned, for product and cart actions.")
-    category: OptionalText = Field(description="Product category.")
-    brand: OptionalText = Field(description="Product brand.")
+    sku: OptionalName = Field(description="Product concerned, for product and cart actions.")
+    category: OptionalName = Field(description="Product category.")
+    brand: OptionalName = Field(description="Product brand.")
     price: Money | None = Field(default=None, description="Unit price shown, currency units.")
-    cart_id: OptionalText = Field(description="Cart concerned, for cart actions.")
+    cart_id: OptionalName = Field(description="Cart concerned, for cart actions.")
     query: OptionalText = Field(description="Search text, for search.")
-    results_count: int | None = Field(
-        default=None, ge=0, description="Number of search results, for search."
+    results_count: Annotated[int, Integer(0, 1_000_000_000)] | None = Field(
+        default=None, description="Number of search results, for search; at most 10^9."
     )
-    element: OptionalText = Field(description="UI element clicked, for click.")
+    element: OptionalName = Field(description="UI element clicked, for click.")
     page: OptionalText = Field(description="Page the action happened on.")
 
 
@@ -190,13 +158,15 @@ class Login(_EventBase):
     stream: ClassVar[str] = "logins"
 
     outcome: Literal["success", "failure"] = Field(description="Whether the login succeeded.")
-    ip: Annotated[str, AfterValidator(_check_ip)] = Field(
-        description="Client IP address, v4 or v6."
+    ip: IpAddress = Field(
+        description="Client IP address, v4 or v6, without zone id (JSON Schema format ipv4 "
+        "or ipv6). Held canonical: IPv6 compressed and lower case, an IPv4-mapped IPv6 "
+        "address as the IPv4 address, so one address is one IP to every rule."
     )
-    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = Field(
-        default=None, description="ISO 3166-1 alpha-2 country of the IP."
+    country: Annotated[str, Field(min_length=2, max_length=2, pattern=r"^[A-Z]{2}$")] | None = (
+        Field(default=None, description="ISO 3166-1 alpha-2 country of the IP.")
     )
-    device_id: OptionalText = Field(description="Stable device identifier.")
+    device_id: OptionalName = Field(description="Stable device identifier.")
     user_agent: OptionalText = Field(description="Client user agent string.")
 
 
@@ -212,9 +182,11 @@ class Account(_EventBase):
         default=None,
         description="Whether the user allows personalisation (marketing tags, coupons).",
     )
-    card_fingerprint: OptionalText = Field(description="Card added or removed, if any.")
-    timezone: Annotated[str, AfterValidator(_check_timezone)] | None = Field(
-        default=None, description="The user's IANA time zone, e.g. Asia/Shanghai."
+    card_fingerprint: OptionalName = Field(description="Card added or removed, if any.")
+    timezone: TimeZoneName | None = Field(
+        default=None,
+        description="The user's IANA time zone, e.g. Asia/Shanghai; it must exist in the "
+        "worker's tz database (a check no schema can carry).",
     )
 
 

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamtags.errors import ErrorKind
+
 __all__ = [
     "Category",
     "CouponOffer",
@@ -126,16 +128,43 @@ class CouponTrigger(_Record):
 
 
 class DeadLetter(_Record):
-    """An input message that could not be accepted (``streamtags.dead-letter``)."""
+    """An input message that could not be accepted (``streamtags.dead-letter``).
+
+    A message too large to copy whole into a record the producer can send has
+    its value (and, rarely, its key) cut short; ``value_truncated`` says so,
+    and ``value_bytes`` and ``value_sha256`` still identify the original.
+    """
 
     topic: str = Field(description="Source topic.")
     partition: int = Field(description="Source partition.")
     offset: int = Field(description="Source offset.")
-    key_b64: str | None = Field(description="The message key, base64; null if it had none.")
-    value_b64: str = Field(description="The raw message value, base64.")
+    key_b64: str | None = Field(
+        description="The message key, base64; null if it had none. Cut to its first "
+        "1024 bytes when key_truncated."
+    )
+    value_b64: str = Field(
+        description="The raw message value, base64; only its first bytes when value_truncated."
+    )
     reason: str = Field(description="Why it was rejected, readable by a person.")
-    error_kind: Literal["not_json", "not_object", "invalid", "engine_error"] = Field(
+    error_kind: ErrorKind = Field(
         description="not_json: unparseable; not_object: JSON but not an object; invalid: "
-        "failed the contract; engine_error: valid, but a rule failed on it (a bug to report)."
+        "failed the contract; wrong_key: a valid event whose message key is not its user_id "
+        "(or is null); future_timestamp: stamped further ahead of the worker's wall clock "
+        "than the allowed skew; too_late: older than the rules can still use; engine_error: "
+        "valid, but a rule failed on it (a bug to report)."
     )
     rejected_at: str = Field(description="Wall-clock time of rejection, RFC 3339 UTC.")
+    value_truncated: bool = Field(
+        default=False,
+        description="True when value_b64 holds only the first bytes of the value, so the "
+        "record stays within the producer's size limit.",
+    )
+    key_truncated: bool = Field(
+        default=False, description="True when key_b64 holds only the first 1024 bytes of the key."
+    )
+    value_bytes: int | None = Field(
+        default=None, description="Length of the whole original value in bytes."
+    )
+    value_sha256: str | None = Field(
+        default=None, description="SHA-256 of the whole original value, lower-case hex."
+    )

@@ -93,7 +93,8 @@ async def test_one_bad_event_in_ten_goes_to_dead_letter_and_the_rest_are_consume
     assert worker.alive(), worker.log()[-2000:]
 
     # valid events behind the bad ones are still processed
-    await produce(topic, [(b"late", good_browse(1000)), (b"late", b"junk")])
+    # keyed by its user_id, as ingest requires (a wrong key is dead-lettered as wrong_key)
+    await produce(topic, [(f"user{1000 % 13}".encode(), good_browse(1000)), (b"late", b"junk")])
     await wait_for(
         lambda: worker.metric("streamtags_events_consumed_total", topic=topic) == 181,
         timeout_s=30,
