@@ -10,9 +10,10 @@ own process with its own consumer group:
   ``cart_abandoned`` with RocksDB state and changelogs (``bench/quix_rules.py``),
   Quix's defaults but a 1 s commit interval like streamtags; the ratio column
   is relative to it;
-- ``quix 3 rules, poll 50 ms``: the same with ``consumer_poll_timeout=0.05``:
-  with concatenated topics, Quix's 1 s default leaves its CPU idle while it
-  waits to refill its time-alignment buffers;
+- ``quix 3 rules, poll 50 ms``: the same with ``consumer_poll_timeout=0.05``.
+  With concatenated topics Quix refills its time-alignment buffers with a
+  consume call that waits up to the poll timeout (default 1 s) for a full
+  batch, which can leave its CPU idle; this run shows what the default costs;
 - ``streamtags 3 rules``: ``python -m streamtags worker`` with copies of the
   same three rules, RocksDB store;
 - ``streamtags 15 rules``: the same worker with the whole ``rules/`` catalogue.
