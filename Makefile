@@ -6,7 +6,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv stack-up stack-down stack-status lint test unit integration demo bench schemas clean
+.PHONY: venv stack-up stack-down stack-status lint test unit integration demo bench bench-compare schemas clean
 
 venv: $(VENV)/.installed
 
@@ -50,6 +50,19 @@ demo: stack-up
 bench: stack-up
 	$(PY) bench/engine.py
 	$(PY) bench/live.py
+
+# streamtags vs Quix Streams vs raw aiokafka on one backlog (bench/compare.py). Quix Streams is
+# a benchmark-only dependency: it lives in its own venv, never in the project's dependencies.
+#   make bench-compare BENCH_ARGS="--events 20000 --users 5000"
+BENCH_VENV := .venv-bench
+bench-compare: stack-up $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/compare.py $(BENCH_ARGS)
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -e . 'quixstreams==3.28.*'
+	@touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
