@@ -187,7 +187,13 @@ def test_a_feature_without_a_kind_names_every_kind_the_compiler_knows(tmp_path: 
 # specs; a changed key would start every user's feature state afresh.
 FEATURE_KEYS = {
     "brand_loyal": {"paid_orders": "8296fd", "top_brand_orders": "6a1e6a"},
-    "card_hopping": {"cards": "6ce61f"},
+    # v2 (issue 8): card removals are not card use, so the features changed.
+    "card_hopping": {
+        "cards_used": "2d0e0d",
+        "cards_added": "bf8c55",
+        "cards_seen": "6ce61f",
+        "cards_not_added": "f01d0d",
+    },
     "churn_risk": {"paid_orders": "0d2f43", "usual_gap": "1281c6"},
     "coupon_hunter": {"paid_orders": "0d2f43", "new_user_promos": "524992"},
     "dispute_prone": {"orders": "ec47d5", "complaints": "36601a"},
