@@ -81,6 +81,12 @@ def _test(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{args.prog}: --until: {exc}", file=sys.stderr)
             return 2
         replay.until(until)
+    else:
+        replay.settle()
+    for rejection in replay.rejections:
+        rejected += 1
+        where = f"line {rejection.decoded.offset}"
+        print(f"rejected {where} ({rejection.kind}): {rejection.reason}", file=sys.stderr)
     if args.json:
         for record in replay.records:
             sys.stdout.buffer.write(orjson.dumps(record) + b"\n")

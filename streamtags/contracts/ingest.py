@@ -43,12 +43,15 @@ class RawMessage(NamedTuple):
 
 
 class Decoded(NamedTuple):
-    """A valid event with the position it was read from."""
+    """A valid event with the position it was read from, and its bytes as sent."""
 
     partition: int
     source: str
     offset: int
     event: Event
+    #: the message value as read (empty when the event was built in memory); an event
+    #: waiting in a user's reorder buffer is stored as these bytes
+    raw: bytes = b""
 
 
 @dataclass(slots=True)
@@ -110,7 +113,9 @@ def decode_batch(
         except InvalidEvent as error:
             batch.reject(message, error, now_ms=now_ms)
             continue
-        batch.events.append(Decoded(message.partition, stream, message.offset, event))
+        batch.events.append(
+            Decoded(message.partition, stream, message.offset, event, message.value)
+        )
     return batch
 
 

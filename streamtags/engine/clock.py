@@ -7,6 +7,11 @@ users still fire; a stream that is busy but behind (a lagging orders topic
 during a replay) holds the partition back, so an order that has not been
 read yet can still cancel a deadline. The partition's watermark is the
 slowest stream's time minus the allowed lateness.
+
+No stream's time runs ahead of the wall clock: an event stamped in the
+future (within the accepted skew) waits until the wall clock reaches it, so
+no single event, and no set of events, can move the watermark past
+``now - lateness``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ class PartitionClock:
         for clock in self.streams.values():
             high, seen_at = clock.highest_event_ms, clock.seen_at_wall_ms
             time_ms = high + now_ms - seen_at if now_ms > seen_at else high
+            if time_ms > now_ms:
+                time_ms = now_ms
             if slowest is None or time_ms < slowest:
                 slowest = time_ms
         return None if slowest is None else slowest - self.lateness_ms

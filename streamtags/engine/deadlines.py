@@ -110,7 +110,7 @@ class Deadlines:
             del pending[key]
             if not pending:
                 del state.pending[rule.name]
-        elif key or not absence.match:  # an order without a cart cancels no cart
+        elif key or not absence.match:  # an order without a cart cancels no named cart
             # Kept in case its start is read later (within the allowed lateness).
             stops = state.stops.setdefault(rule.name, {})
             stops[key] = max(stops.get(key, 0), event.ts)
@@ -119,6 +119,8 @@ class Deadlines:
         was_fired = fired is not None and key in fired
         if fired is not None and was_fired and not absence.match:
             del fired[key]  # a user-level pattern may fire again
+            if not fired:
+                del state.fired[rule.name]
         if absence.clear_on_stop and (was_fired or (not absence.match and rule.tag in state.tags)):
             reason = f"{source} event {event.event_id} ended it"
             self.tags.clear(rule, turn, event.ts, reason, event_ids=[event.event_id])
@@ -137,7 +139,7 @@ class Deadlines:
         if source not in absence.start.streams or not absence.start.where(event, tz):
             return False
         key = self._match_key(rule, source, event)
-        if absence.match and key in state.fired.get(rule.name, {}):
+        if key and key in state.fired.get(rule.name, {}):
             return False  # one firing per matched key (per cart)
         stop_ts = None if is_stop else state.stops.get(rule.name, {}).get(key)
         if stop_ts is not None and stop_ts >= event.ts:
@@ -193,6 +195,8 @@ class Deadlines:
                 del entry.cart[sku]
             if not entry.cart:
                 del pending[key]
+                if not pending:
+                    del state.pending[rule.name]
 
     # -- over time ----------------------------------------------------------------------
 
@@ -225,7 +229,7 @@ class Deadlines:
         horizon = watermark - MARKER_RETENTION_MS
         for markers in (state.fired, state.stops):
             for name, by_key in list(markers.items()):
-                if min(by_key.values()) > horizon:
+                if by_key and min(by_key.values()) > horizon:
                     continue
                 kept = {k: ts for k, ts in by_key.items() if ts > horizon}
                 if kept:

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TypedDict, final
+from typing import NamedTuple, TypedDict, final
+
+import orjson
 
 from streamtags.contracts.ingest import Decoded
 from streamtags.contracts.records import Category, Severity, TagAction
 from streamtags.engine.state import UserState
+from streamtags.errors import ErrorKind
 
 __all__ = [
     "Change",
     "CouponOfferDict",
     "EvidenceDict",
     "Output",
+    "Rejection",
     "RuleRefDict",
     "Trigger",
     "TriggerItemDict",
@@ -101,6 +105,16 @@ class Trigger(TypedDict):
     rule: RuleRefDict
 
 
+class Rejection(NamedTuple):
+    """An event the engine did not apply, and why: it goes to the dead-letter topic."""
+
+    decoded: Decoded
+    #: ``future_timestamp``, ``too_late`` or ``engine_error``
+    kind: ErrorKind
+    #: for people
+    reason: str
+
+
 @dataclass(slots=True)
 class Output:
     """What one call produced."""
@@ -111,8 +125,10 @@ class Output:
     dirty: set[str] = field(default_factory=set)
     #: for each fired deadline: wall-clock ms after its deadline plus lateness
     fire_delays_ms: list[int] = field(default_factory=list)
-    #: events the engine could not apply (a rule bug), with the error: dead-letter them
-    failed: list[tuple[Decoded, str]] = field(default_factory=list)
+    #: events the engine did not apply (too far ahead, too late, a rule bug): dead-letter them
+    rejected: list[Rejection] = field(default_factory=list)
+    #: events dropped because an event with the same id was already waiting (producer retries)
+    duplicates: int = 0
 
     def extend(self, other: Output) -> None:
         """Append another output's contents."""
@@ -120,7 +136,13 @@ class Output:
         self.triggers.extend(other.triggers)
         self.dirty |= other.dirty
         self.fire_delays_ms.extend(other.fire_delays_ms)
-        self.failed.extend(other.failed)
+        self.rejected.extend(other.rejected)
+        self.duplicates += other.duplicates
+
+    @property
+    def failed(self) -> list[tuple[Decoded, str]]:
+        """The rejected events with their reasons (every kind)."""
+        return [(rejection.decoded, rejection.reason) for rejection in self.rejected]
 
 
 @dataclass(slots=True)
@@ -135,6 +157,10 @@ class UserTurn:
     out: Output
 
 
-def digest(*parts: object) -> str:
-    """A short deterministic id (20 hex digits) over ``parts``: same input, same id."""
-    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=10).hexdigest()
+def digest(*parts: str | int) -> str:
+    """A short deterministic id (20 hex digits) over ``parts``: same input, same id.
+
+    The parts are encoded as a JSON array, so no two different lists of parts
+    share an encoding (``("a|b", "c")`` and ``("a", "b|c")`` differ).
+    """
+    return hashlib.blake2b(orjson.dumps(parts), digest_size=10).hexdigest()

@@ -1,30 +1,39 @@
 """The pure core: ``(state, events, now) -> (state, tag changes, coupon triggers)``.
 
 Synchronous and free of I/O: no Faust, Kafka, Redis or asyncio. A
-:class:`Partition` holds one partition's user states, clock and deadline
-index; the live worker and the offline backtest drive the same code::
+:class:`Partition` holds one partition's user states, clock and wake-ups;
+the live worker and the offline replay drive the same code::
 
     engine = Engine(load_rules(Path("rules")), lateness_ms=10_000)
     part = engine.partition()
     out = part.process(events, now_ms)      # events: Decoded, in read order
-    out = part.advance(now_ms)              # fire what is due for quiet users
+    out = part.advance(now_ms)              # release what the watermark passed
     part.next_deadline_ms()                 # when to call advance again
 
-Semantics (event time throughout, epoch ms UTC):
+One event's way through (event time throughout, epoch ms UTC):
 
-- A condition rule is evaluated when one of its features took an event,
-  over windows ending at the user's latest event time (so events shuffled
-  within the allowed lateness give the same tags).
-- An absence rule arms a deadline on ``start`` and cancels it on a matching
-  ``stop`` whose time is not after the deadline, also when the stop was read
-  first. A deadline fires once the partition's watermark passes it.
-- Tags: applied, renewed (still true and the expiry moves by at least a
-  quarter of the TTL), cleared (TTL passed, condition ended for
-  ``clear: when_false`` rules, the stop event for ``clear_on_stop``, or the
-  user opted out of personalisation, for marketing tags). A cooldown stops
-  a tag being applied again too soon.
-- Replays are idempotent: each user remembers the highest offset applied
-  per source, and every change id and trigger id is a hash of its content.
+1. **Admit** (on read). An event stamped more than ``max_future_skew_ms``
+   ahead of ``now_ms`` is rejected (``future_timestamp``) and moves no
+   clock. A redelivery (an offset the user's state has already read) is
+   dropped silently. An event at or before the user's settled time
+   (:attr:`UserState.processed_to_ms`) is rejected (``too_late``): its time
+   was already judged. An event whose id is already waiting is a duplicate
+   (a producer retry) and is dropped. Anything else waits in the user's
+   reorder buffer, which is part of the stored state.
+2. **Release** (when the partition's watermark passes it). The user's
+   waiting events are applied in event-time order (ties by stream and id),
+   each after the deadlines, expiries and re-checks that fall before it;
+   then the user's time is settled up to the watermark.
+3. **Apply**: consent and time zone (accounts), stops, features, starts,
+   then the condition rules the event touched, over windows ending at the
+   event's own time. A rule that raises rejects the event
+   (``engine_error``) and its partial output is dropped.
+
+So any read order in which no event comes more than the lateness after a
+later-stamped event of its partition gives the same changes, a duplicate
+or a redelivery changes nothing, and consent, time zone and registration
+follow event time, not read order. Changes and triggers carry ids that
+are hashes of their content.
 """
 
 from __future__ import annotations
@@ -34,25 +43,30 @@ from collections.abc import Callable, Iterable, Iterator
 
 from streamtags.contracts.events import Account, Event
 from streamtags.contracts.ingest import Decoded
+from streamtags.contracts.records import iso_ms
 from streamtags.engine.clock import PartitionClock
 from streamtags.engine.deadlines import Deadlines
-from streamtags.engine.output import Change, Output, Trigger, UserTurn
+from streamtags.engine.output import Change, Output, Rejection, Trigger, UserTurn
 from streamtags.engine.routing import FeatureRouter
 from streamtags.engine.state import UserState
 from streamtags.engine.tags import TagBook
 from streamtags.errors import StateFormatError
 from streamtags.rulebook.loader import Ruleset
 
-__all__ = ["Change", "Engine", "Output", "Partition", "Trigger"]
+__all__ = ["Change", "Engine", "Output", "Partition", "Rejection", "Trigger", "unreadable_state"]
 
 
 class Engine:
     """Compiled rules plus the indexes that route events to them. Shared by partitions."""
 
-    def __init__(self, ruleset: Ruleset, *, lateness_ms: int) -> None:
+    def __init__(
+        self, ruleset: Ruleset, *, lateness_ms: int, max_future_skew_ms: int = 300_000
+    ) -> None:
         self.ruleset = ruleset
         #: how late (event time, ms) an event may be read and still count in full
         self.lateness_ms = lateness_ms
+        #: how far (ms) an event may be stamped ahead of the caller's clock
+        self.max_future_skew_ms = max_future_skew_ms
         self.rules = ruleset.rules
         self.router = FeatureRouter(self.rules)
         #: feature key -> feature: also the packers of every user's stored state
@@ -60,9 +74,11 @@ class Engine:
         self.tags = TagBook(self.rules)
         self.deadlines = Deadlines(self.rules, tags=self.tags, lateness_ms=lateness_ms)
 
-    def partition(self, *, load: Callable[[str], UserState | None] | None = None) -> Partition:
+    def partition(
+        self, *, load: Callable[[str], UserState | None] | None = None, number: int = 0
+    ) -> Partition:
         """A fresh partition; ``load`` fetches a user's stored state on a cache miss."""
-        return Partition(self, load=load)
+        return Partition(self, load=load, number=number)
 
 
 class _WakeUps:
@@ -93,6 +109,13 @@ class _WakeUps:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
+    def lower(self, user_id: str, due: int) -> None:
+        """Wake ``user_id`` at ``due`` unless it wakes earlier already."""
+        current = self.due_by_user.get(user_id)
+        if current is None or due < current:
+            self.due_by_user[user_id] = due
+            heapq.heappush(self.heap, (due, user_id))
+
     def pop_due(self, watermark: int) -> Iterator[str]:
         """Users due at or before ``watermark``, earliest first, including any the
         caller re-schedules within it while iterating."""
@@ -108,9 +131,17 @@ class Partition:
     """One partition's users, clock and wake-ups. Not thread-safe; one owner."""
 
     def __init__(
-        self, engine: Engine, *, load: Callable[[str], UserState | None] | None = None
+        self,
+        engine: Engine,
+        *,
+        load: Callable[[str], UserState | None] | None = None,
+        number: int = 0,
     ) -> None:
         self.engine = engine
+        #: the input partition this is (stamped on events restored from stored buffers)
+        self.number = number
+        #: stored states that could not be read and started afresh, without consent
+        self.unreadable_states = 0
         self.clock = PartitionClock(lateness_ms=engine.lateness_ms)
         self.states: dict[str, UserState] = {}
         self._load = load
@@ -143,12 +174,15 @@ class Partition:
         try:
             state = UserState.from_bytes(data, self.engine.features)
         except StateFormatError:
-            state = UserState()
+            state = unreadable_state()
+            self.unreadable_states += 1
         self.adopt(user_id, state)
         return state
 
     def adopt(self, user_id: str, state: UserState) -> None:
-        """Take a stored state (after recovery) and schedule its deadlines."""
+        """Take a stored state (after recovery) and schedule its deadlines and buffer."""
+        if state.buffer and state.buffer[0].partition != self.number:
+            state.buffer = [d._replace(partition=self.number) for d in state.buffer]
         self.states[user_id] = state
         self._schedule(user_id, state)
 
@@ -168,62 +202,110 @@ class Partition:
     # -- the two entry points ---------------------------------------------------
 
     def process(self, events: Iterable[Decoded], now_ms: int) -> Output:
-        """Apply a batch of validated events (read order), then fire what became due."""
+        """Admit a batch of validated events (read order), then release what is due."""
         out = Output()
-        clock = self.clock
-        streams = clock.streams
-        heap = self._wakeups.heap
-        lateness = self.engine.lateness_ms
         for decoded in events:
-            event = decoded.event
-            clock.observe(decoded.source, event.ts, now_ms)
-            # What was due fires before later events; the stream's own time bounds
-            # the watermark, so the full computation runs only when it might matter.
-            if heap and heap[0][0] <= streams[decoded.source].highest_event_ms - lateness:
-                watermark = clock.watermark(now_ms)
-                if watermark is not None and heap[0][0] <= watermark:
-                    out.extend(self.advance(now_ms))
-            state = self.state(event.user_id)
-            if decoded.offset <= state.offsets.get(decoded.source, -1):
-                continue  # a redelivery: its effects are already in the state
-            state.offsets[decoded.source] = decoded.offset
-            turn = UserTurn(event.user_id, state, now_ms, out)
-            changes_before = len(out.changes)
-            try:
-                armed = self._steps(event, decoded.source, turn)
-            except Exception as exc:  # a rule bug must not stop the events behind it
-                out.failed.append((decoded, f"engine error: {type(exc).__name__}: {exc}"))
-                continue
-            out.dirty.add(event.user_id)
-            # Only a new deadline or a tag change can need an earlier wake-up; one that
-            # moved later or went away is found (and rescheduled) when it comes due.
-            if armed or len(out.changes) != changes_before:
-                self._schedule(event.user_id, state)
+            self._admit(decoded, now_ms, out)
         out.extend(self.advance(now_ms))
         return out
 
     def advance(self, now_ms: int) -> Output:
-        """Fire deadlines, expiries and re-checks up to the watermark at ``now_ms``."""
+        """Apply waiting events and fire deadlines, expiries and re-checks, in event-time
+        order, up to the watermark at wall-clock ``now_ms``."""
         out = Output()
         watermark = self.clock.watermark(now_ms)
         if watermark is None:
             return out
-        for user_id in self._wakeups.pop_due(watermark):
+        # Strictly before the watermark: an event stamped exactly at it may still be
+        # read (it is no more than the lateness behind the latest event).
+        settle_to = watermark - 1
+        for user_id in self._wakeups.pop_due(settle_to):
             state = self.state(user_id)
-            self._tick(UserTurn(user_id, state, now_ms, out), watermark)
+            self._catch_up(UserTurn(user_id, state, now_ms, out), settle_to)
             out.dirty.add(user_id)
             self._schedule(user_id, state)
         return out
+
+    # -- admission and release ----------------------------------------------------
+
+    def _admit(self, decoded: Decoded, now_ms: int, out: Output) -> None:
+        """Put one read event in its user's reorder buffer, or say why not."""
+        event = decoded.event
+        if event.ts > now_ms + self.engine.max_future_skew_ms:
+            ahead_s = (event.ts - now_ms) / 1000
+            reason = f"ts is {ahead_s:.0f} s ahead of the clock (at most {self._skew_s()} s)"
+            out.rejected.append(Rejection(decoded, "future_timestamp", reason))
+            return
+        user_id = event.user_id
+        state = self.state(user_id)
+        source = decoded.source
+        if decoded.offset <= state.offsets.get(source, -1):
+            return  # a redelivery: already waiting, applied or rejected
+        state.offsets[source] = decoded.offset
+        out.dirty.add(user_id)
+        if event.ts <= state.processed_to_ms:
+            reason = (
+                f"ts {iso_ms(event.ts)} is not after {iso_ms(state.processed_to_ms)}, up to "
+                f"which this user's events were already applied (allowed lateness "
+                f"{self.engine.lateness_ms} ms)"
+            )
+            out.rejected.append(Rejection(decoded, "too_late", reason))
+            return
+        event_id = event.event_id
+        buffer = state.buffer
+        for waiting in buffer:
+            if waiting.event.event_id == event_id:
+                out.duplicates += 1
+                return
+        buffer.append(decoded)
+        self.clock.observe(source, event.ts, now_ms)
+        self._wakeups.lower(user_id, event.ts)
+
+    def _catch_up(self, turn: UserTurn, settle_to: int) -> None:
+        """Apply the user's waiting events up to ``settle_to``, in order, each after the
+        time-driven work that falls before it; then settle the user up to it."""
+        state = turn.state
+        if state.buffer:
+            ready = [d for d in state.buffer if d.event.ts <= settle_to]
+            if ready:
+                state.buffer = [d for d in state.buffer if d.event.ts > settle_to]
+                if len(ready) > 1:
+                    ready.sort(key=_read_order)
+                for decoded in ready:
+                    ts = decoded.event.ts
+                    due = self._time_due(state)
+                    if due is not None and due < ts:
+                        self._tick(turn, ts - 1)
+                    self._apply(decoded, turn)
+        self._tick(turn, settle_to)
+
+    def _apply(self, decoded: Decoded, turn: UserTurn) -> None:
+        """One event's steps; a rule that raises leaves no output for the event."""
+        out = turn.out
+        changes_before, triggers_before = len(out.changes), len(out.triggers)
+        try:
+            self._steps(decoded.event, decoded.source, turn)
+        except Exception as exc:  # a rule bug must not stop the events behind it
+            del out.changes[changes_before:]
+            del out.triggers[triggers_before:]
+            reason = f"engine error: {type(exc).__name__}: {exc}"
+            out.rejected.append(Rejection(decoded, "engine_error", reason))
+        state = turn.state
+        if decoded.event.ts > state.processed_to_ms:
+            state.processed_to_ms = decoded.event.ts
+
+    def _skew_s(self) -> int:
+        return self.engine.max_future_skew_ms // 1000
 
     # -- the steps ----------------------------------------------------------------
 
     def _steps(self, event: Event, source: str, turn: UserTurn) -> bool:
         """One event's steps, in order; True when it armed a deadline."""
         state = turn.state
+        # Events are applied in event-time order, so the user's latest time is this
+        # event's, and every window ends at it.
         if event.ts > state.latest_ts:
             state.latest_ts = event.ts
-        # Conditions see windows ending at the user's latest event time, so events
-        # shuffled within the allowed lateness give the same tags.
         t = state.latest_ts
         if source == "accounts":
             self._profile(event, turn)
@@ -245,16 +327,20 @@ class Partition:
             if not event.personalization:
                 self._tags.clear_marketing(turn, event)
 
-    def _tick(self, turn: UserTurn, watermark: int) -> None:
-        """A user's time-driven steps, up to the watermark (event time, epoch ms)."""
+    def _tick(self, turn: UserTurn, settle_to_ms: int) -> None:
+        """A user's time-driven steps up to ``settle_to_ms`` (event time, epoch ms),
+        which becomes the user's settled time."""
         state = turn.state
-        self._deadlines.fire_due(turn, watermark)
-        self._tags.expire(turn, watermark)
-        self._router.prune(state, max(state.latest_ts, watermark) - self.engine.lateness_ms)
-        self._deadlines.forget_markers(state, watermark)
+        if settle_to_ms <= state.processed_to_ms:
+            return
+        self._deadlines.fire_due(turn, settle_to_ms)
+        self._tags.expire(turn, settle_to_ms)
+        state.processed_to_ms = settle_to_ms
+        self._router.prune(state, max(state.latest_ts, settle_to_ms) - self.engine.lateness_ms)
+        self._deadlines.forget_markers(state, settle_to_ms)
 
-    def _schedule(self, user_id: str, state: UserState) -> None:
-        """Wake the user when a deadline, an expiry or a recheck comes due."""
+    def _time_due(self, state: UserState) -> int | None:
+        """When the user's next deadline, expiry or recheck comes due, if any."""
         due: int | None = None
         if state.pending:
             due = self._deadlines.next_due(state)
@@ -262,4 +348,25 @@ class Partition:
             expiry = self._tags.next_due(state)
             if due is None or (expiry is not None and expiry < due):
                 due = expiry
+        return due
+
+    def _schedule(self, user_id: str, state: UserState) -> None:
+        """Wake the user when a waiting event or time-driven work comes due."""
+        due = self._time_due(state)
+        for decoded in state.buffer:
+            if due is None or decoded.event.ts < due:
+                due = decoded.event.ts
         self._wakeups.set(user_id, due)
+
+
+def _read_order(decoded: Decoded) -> tuple[int, str, str]:
+    """The order waiting events are applied in: event time, then stream, then id."""
+    return (decoded.event.ts, decoded.source, decoded.event.event_id)
+
+
+def unreadable_state() -> UserState:
+    """The state that replaces one that cannot be read: empty, and never consenting to
+    marketing until the user says so again (a lost opt-out must not be re-targeted)."""
+    state = UserState()
+    state.personalization = False
+    return state

@@ -3,13 +3,16 @@
 Everything the engine knows about a user lives here, so a worker that
 takes over a partition rebuilds it from the changelog alone: feature data,
 live tags, pending deadlines (with cart contents), what already fired,
-the user's time zone and consent, and the highest input offset applied per
-source topic (which makes replays after a crash idempotent).
+the user's time zone and consent, the highest input offset read per source
+topic (which makes redeliveries after a crash idempotent), how far the
+user's time is settled, and the events still waiting in the reorder buffer
+(stored as the bytes they arrived as).
 
 All times are epoch milliseconds, UTC, on event time. In memory the parts
 are named types (:class:`LiveTag`, :class:`PendingDeadline`,
 :class:`CartItem`); on disk they are positional JSON lists, so the bytes
-stay small and the format stays at :data:`FORMAT_VERSION`.
+stay small. Version 2 added the settled time and the buffer; version 1
+bytes still load.
 """
 
 from __future__ import annotations
@@ -20,12 +23,24 @@ from typing import Any, Protocol
 
 import orjson
 
-from streamtags.errors import StateFormatError
+from streamtags.contracts.codec import decode_event
+from streamtags.contracts.ingest import Decoded
+from streamtags.errors import DataError, StateFormatError
 
-__all__ = ["FORMAT_VERSION", "CartItem", "LiveTag", "Packer", "PendingDeadline", "UserState"]
+__all__ = [
+    "FORMAT_VERSION",
+    "READABLE_VERSIONS",
+    "CartItem",
+    "LiveTag",
+    "Packer",
+    "PendingDeadline",
+    "UserState",
+]
 
 #: First byte of every serialised state; bump when the layout changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions :meth:`UserState.from_bytes` reads (1 had no reorder buffer).
+READABLE_VERSIONS = (1, 2)
 
 _SHORT = {"orders": "o", "browse": "b", "logins": "l", "accounts": "a"}
 _LONG = {v: k for k, v in _SHORT.items()}
@@ -98,6 +113,7 @@ class UserState:
     """Per-user engine state. Mutable; owned by one partition's engine."""
 
     __slots__ = (
+        "buffer",
         "features",
         "fired",
         "last_applied",
@@ -105,6 +121,7 @@ class UserState:
         "offsets",
         "pending",
         "personalization",
+        "processed_to_ms",
         "stops",
         "tags",
         "tz",
@@ -127,8 +144,14 @@ class UserState:
         self.personalization: bool = True
         #: source stream -> highest offset applied
         self.offsets: dict[str, int] = {}
-        #: the user's highest event time seen
+        #: the user's highest event time applied
         self.latest_ts: int = 0
+        #: event time up to which this user's events and deadlines are settled: an event
+        #: at or before it arrives too late to be applied in order
+        self.processed_to_ms: int = 0
+        #: events read but not yet applied: they wait until the partition's watermark
+        #: passes them, then are applied in event-time order
+        self.buffer: list[Decoded] = []
 
     def to_bytes(self, packers: Mapping[str, Packer]) -> bytes:
         """Compact versioned bytes: one version byte, then JSON with every time stored
@@ -156,17 +179,20 @@ class UserState:
             },
             {rule: _rel(markers, base) for rule, markers in self.fired.items()},
             {rule: _rel(markers, base) for rule, markers in self.stops.items()},
+            base - self.processed_to_ms,
+            [_pack_buffered(decoded) for decoded in self.buffer],
         ]
         return bytes((FORMAT_VERSION,)) + orjson.dumps(body)
 
     @classmethod
     def from_bytes(cls, data: bytes, packers: Mapping[str, Packer]) -> UserState:
         """Read bytes written by :meth:`to_bytes`; raises :class:`StateFormatError`."""
-        if not data or data[0] != FORMAT_VERSION:
+        if not data or data[0] not in READABLE_VERSIONS:
             raise StateFormatError(
-                f"state format {data[0] if data else None} is not {FORMAT_VERSION}"
+                f"state format {data[0] if data else None} is not one of {READABLE_VERSIONS}"
             )
         try:
+            body = orjson.loads(data[1:])
             (
                 latest_ts,
                 offsets,
@@ -178,7 +204,7 @@ class UserState:
                 pending,
                 fired,
                 stops,
-            ) = orjson.loads(data[1:])
+            ) = body[:10]
             base = int(latest_ts)
             state = cls()
             state.latest_ts = base
@@ -198,6 +224,24 @@ class UserState:
             }
             state.fired = {rule: _abs(markers, base) for rule, markers in fired.items()}
             state.stops = {rule: _abs(markers, base) for rule, markers in stops.items()}
-        except (ValueError, TypeError, AttributeError) as exc:
+            if data[0] >= 2:
+                processed_ago, buffered = body[10:12]
+                state.processed_to_ms = base - int(processed_ago)
+                state.buffer = [_unpack_buffered(packed) for packed in buffered]
+        except (ValueError, TypeError, AttributeError, DataError) as exc:
             raise StateFormatError(f"unreadable state: {exc}") from None
         return state
+
+
+def _pack_buffered(decoded: Decoded) -> list[Any]:
+    """A waiting event as stored: stream, offset and the message value as sent."""
+    raw = decoded.raw or decoded.event.model_dump_json(exclude_none=True).encode()
+    return [_SHORT.get(decoded.source, decoded.source), decoded.offset, raw.decode()]
+
+
+def _unpack_buffered(packed: list[Any]) -> Decoded:
+    """Inverse of :func:`_pack_buffered`; the partition is filled in by its owner."""
+    short, offset, raw = packed
+    source = _LONG.get(short, short)
+    value = str(raw).encode()
+    return Decoded(-1, source, int(offset), decode_event(source, value), value)

@@ -1,7 +1,9 @@
 """The tag book: evaluating rules for a user and turning results into tag changes.
 
-A tag is applied, renewed (still true and the expiry moves by at least a
-quarter of the TTL), or cleared (its TTL passed, the condition ended for
+A tag is applied, renewed (still true: each qualifying signal moves the
+expiry to ``t + ttl``; a ``renewed`` change is emitted when it moves by at
+least the rule's ``renew_throttle``, 1 % of the TTL by default), or cleared
+(its TTL passed, the condition ended for
 ``clear: when_false`` rules, a stop event for ``clear_on_stop``, or the
 user opted out of personalisation, for marketing tags). A cooldown stops a
 tag being applied again too soon. Every change carries its evidence (the
@@ -87,7 +89,7 @@ class TagBook:
             live is not None
             and not rule.clear_when_false
             and t < live.expires_at_ms
-            and t + rule.ttl_ms - live.expires_at_ms < rule.ttl_ms // 4
+            and t + rule.ttl_ms - live.expires_at_ms < rule.renew_throttle_ms
             and not marketing_off
         ):
             return  # live, sticky and not due for renewal: nothing can change
@@ -105,7 +107,7 @@ class TagBook:
                     return
                 self.apply(rule, state, t, expires)
                 action = "applied"
-            elif expires - live.expires_at_ms >= rule.ttl_ms // 4:
+            elif expires - live.expires_at_ms >= max(1, rule.renew_throttle_ms):
                 live.expires_at_ms = expires
                 action = "renewed"
             else:
@@ -133,10 +135,25 @@ class TagBook:
             elif live.expires_at_ms <= watermark:
                 self.clear(rule, turn, live.expires_at_ms, TTL_PASSED)
             elif rule.clear_when_false:
-                # At the moment a value next changes (the watermark may be later),
-                # never before the user's own latest event.
-                recheck = self.recheck_ms(rule, state) or watermark
-                self.evaluate(rule, turn, max(state.latest_ts, min(watermark, recheck)), [])
+                self._recheck(rule, turn, watermark)
+
+    def _recheck(self, rule: Rule, turn: UserTurn, until_ms: int) -> None:
+        """Evaluate a ``clear: when_false`` rule at each moment one of its values changes
+        with no new event (a window entry ageing out), up to ``until_ms``: the same
+        moments whenever the caller advances, so the changes do not depend on it.
+        Each moment is later than the one before, so this ends."""
+        state = turn.state
+        after = max(state.latest_ts, state.processed_to_ms)
+        while rule.tag in state.tags:
+            moment = self.recheck_ms(rule, state, after)
+            if moment is None or moment > until_ms:
+                return
+            live = state.tags[rule.tag]
+            if live.expires_at_ms <= moment:
+                self.clear(rule, turn, live.expires_at_ms, TTL_PASSED)
+                return
+            self.evaluate(rule, turn, moment, [])
+            after = moment
 
     def next_due(self, state: UserState) -> int | None:
         """The earliest event time a live tag lapses or needs a recheck, if any."""
@@ -146,16 +163,17 @@ class TagBook:
                 due = live.expires_at_ms
             rule = self.by_tag.get(tag)
             if rule is not None and rule.clear_when_false:
-                recheck = self.recheck_ms(rule, state)
+                recheck = self.recheck_ms(rule, state, max(state.latest_ts, state.processed_to_ms))
                 if recheck is not None and recheck < due:
                     due = recheck
         return due
 
     @staticmethod
-    def recheck_ms(rule: Rule, state: UserState) -> int | None:
-        """When one of ``rule``'s feature values next changes with no new event, if ever."""
+    def recheck_ms(rule: Rule, state: UserState, after_ms: int) -> int | None:
+        """When, after ``after_ms``, one of ``rule``'s feature values next changes with no
+        new event, if ever (event time, epoch ms)."""
         times = [
-            feature.next_change_ms(state.features.get(feature.key), state.latest_ts)
+            feature.next_change_ms(state.features.get(feature.key), after_ms)
             for feature in rule.features.values()
         ]
         known = [t for t in times if t is not None]

@@ -168,6 +168,8 @@ def run_scenario(scenario: Scenario, ruleset: Ruleset, *, lateness_ms: int) -> S
     replay.feed(scenario.events)
     if scenario.until_ms is not None:
         replay.until(scenario.until_ms)
+    else:
+        replay.settle()
     expect = scenario.expect
     user = expect.user or next(iter(sorted(scenario.users)), "u1")
     failures = live_failures(expect, replay.live_tags(user))

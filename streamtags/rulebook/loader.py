@@ -83,6 +83,8 @@ class Rule:
     severity: str
     ttl_ms: int
     cooldown_ms: int
+    #: a renewal is emitted only when the expiry moves by at least this much (event time, ms)
+    renew_throttle_ms: int
     clear_when_false: bool
     description: str
     features: dict[str, Feature]
@@ -160,6 +162,7 @@ def _compile_rule(document: LineDict, path: Path, scale: float) -> Rule:
         severity=spec.severity,
         ttl_ms=source.duration_ms(spec.ttl, "ttl"),
         cooldown_ms=source.duration_ms(spec.cooldown, "cooldown") if spec.cooldown else 0,
+        renew_throttle_ms=_renew_throttle_ms(spec, source),
         clear_when_false=spec.clear == "when_false",
         description=spec.description.strip(),
         features=features,
@@ -295,6 +298,17 @@ def _tags_used(condition: Compiled | None, absence: Absence | None) -> frozenset
     if absence is not None and absence.guard is not None:
         return absence.guard.tags
     return frozenset()
+
+
+def _renew_throttle_ms(spec: RuleSpec, source: _Source) -> int:
+    """How far a renewal must move the expiry; 1 % of the ttl unless the rule says."""
+    ttl_ms = source.duration_ms(spec.ttl, "ttl")
+    if spec.renew_throttle is None:
+        return ttl_ms // 100
+    throttle_ms = source.duration_ms(spec.renew_throttle, "renew_throttle")
+    if throttle_ms > ttl_ms:
+        raise source.error("'renew_throttle' must not be longer than 'ttl'", "renew_throttle")
+    return throttle_ms
 
 
 def _coupon(spec: RuleSpec, source: _Source, absence: Absence | None) -> Coupon | None:

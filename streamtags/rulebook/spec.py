@@ -410,6 +410,12 @@ class RuleSpec(Spec):
     severity: Severity = Field(default="medium", description="info, low, medium or high.")
     ttl: Duration = Field(description="How long the tag lives unless renewed.")
     cooldown: Duration | None = Field(default=None, description="No re-applying within this.")
+    renew_throttle: Duration | None = Field(
+        default=None,
+        description="A still-true tag is renewed (a 'renewed' change on the topics) only when "
+        "its expiry moves by at least this much; default 1 % of the ttl, so a tag lives "
+        "within 1 % of 'ttl after the last qualifying signal'.",
+    )
     clear: Literal["on_expiry", "when_false"] = Field(
         default="on_expiry",
         description="on_expiry, or when_false: clear as soon as the condition fails.",

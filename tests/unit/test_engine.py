@@ -45,8 +45,14 @@ def run(
         chunk = events[i : i + batch]
         now = max(now, *(d.event.ts for d in chunk))
         out.extend(part.process(chunk, now))
-    if until_ms is not None:
-        out.extend(part.advance(T0 + until_ms + LATENESS))
+    # Let the clock run until every event read is applied (and, with until_ms, until
+    # the deadlines and expiries before it fired).
+    target = T0 + (until_ms if until_ms is not None else now - T0)
+    final = target + LATENESS + 1
+    watermark = part.watermark(final)
+    if watermark is not None and watermark <= target:  # a stream read late stays behind
+        final += target - watermark + 1
+    out.extend(part.advance(final))
     return out, part
 
 
@@ -94,7 +100,8 @@ def test_a_redelivered_batch_changes_nothing() -> None:
     part = Engine(RULES, lateness_ms=LATENESS).partition()
     now = T0 + 60 * MINUTE
     first = part.process(events, now)
-    again = part.process(events, now)
+    first.extend(part.advance(now + 60 * MINUTE))  # time passes: every event is applied
+    again = part.process(events, now + 60 * MINUTE)
     assert first.changes
     assert again.changes == [] and again.triggers == []
 
@@ -250,9 +257,11 @@ def test_replaying_any_prefix_twice_adds_no_changes_or_triggers(cut: int) -> Non
     part = Engine(RULES, lateness_ms=LATENESS).partition()
     out = part.process(events[:cut], T0 + 50 * MINUTE)
     out.extend(part.process(events, T0 + 50 * MINUTE))  # redelivery of the prefix, then the rest
+    out.extend(part.advance(T0 + 100 * MINUTE))
     once, _ = run(events, batch=len(events))
     part_once = Engine(RULES, lateness_ms=LATENESS).partition()
     single = part_once.process(events, T0 + 50 * MINUTE)
+    single.extend(part_once.advance(T0 + 100 * MINUTE))
     assert sorted(t["trigger_id"] for t in out.triggers) == sorted(
         t["trigger_id"] for t in single.triggers
     )
@@ -278,7 +287,8 @@ def test_an_engine_failure_on_one_event_is_reported_and_the_rest_go_on() -> None
         ev("logins", 3, 2 * MINUTE, ip="203.0.113.3", country="DE"),
     ]
     out = part.process(events, T0 + 3 * MINUTE)
-    assert [(d.offset, reason) for d, reason in out.failed] == [
-        (2, "engine error: ZeroDivisionError: a rule bug")
+    out.extend(part.advance(T0 + 4 * MINUTE + LATENESS))  # the last was read 1 min late
+    assert [(r.decoded.offset, r.kind, r.reason) for r in out.rejected] == [
+        (2, "engine_error", "engine error: ZeroDivisionError: a rule bug")
     ]
     assert any(c["tag"] == "ip_hopping" for c in out.changes)  # the event after still counts

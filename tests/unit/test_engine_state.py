@@ -1,4 +1,4 @@
-"""A user's state: named types in memory, the same version-1 bytes on disk as before them."""
+"""A user's state: named types in memory, compact versioned bytes on disk; old bytes load."""
 
 from __future__ import annotations
 
@@ -34,8 +34,27 @@ def a_state() -> UserState:
     return state
 
 
-def test_a_state_is_stored_as_the_same_version_1_bytes_as_before_named_types() -> None:
-    assert a_state().to_bytes({}) == STORED_V1
+#: Version 2 appends how far the user's time is settled and the waiting events.
+STORED_V2 = STORED_V1.replace(b"\x01", b"\x02", 1)[:-1] + b",1795341600000,[]]"
+
+
+def test_a_state_is_stored_as_version_2_bytes_the_version_1_layout_plus_two_fields() -> None:
+    assert a_state().to_bytes({}) == STORED_V2
+
+
+def test_waiting_events_are_stored_as_sent_and_read_back_as_events() -> None:
+    from streamtags.contracts.codec import decode_event
+    from streamtags.contracts.ingest import Decoded
+
+    raw = b'{"event_id":"e9","user_id":"u1","ts":1795341600500,"outcome":"success","ip":"::1"}'
+    state = a_state()
+    state.processed_to_ms = T0 + 250
+    state.buffer = [Decoded(3, "logins", 41, decode_event("logins", raw), raw)]
+    back = UserState.from_bytes(state.to_bytes({}), {})
+    assert back.processed_to_ms == T0 + 250
+    assert [(d.source, d.offset, d.event, d.raw) for d in back.buffer] == [
+        ("logins", 41, decode_event("logins", raw), raw)
+    ]
 
 
 def test_version_1_bytes_read_back_into_named_tags_deadlines_and_carts() -> None:
