@@ -95,13 +95,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         key_serializer="raw",
         value_serializer="raw",
     )
-    table = app.Table(
-        state_table_name(),
-        key_type=bytes,  # raw bytes in and out: the engine owns the state format
-        value_type=bytes,
-        partitions=settings.partitions,
-        options=dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None,
-    )
+    table = _state_table(app, settings)
     sink = RedisSink(
         redis_url=settings.redis_url,
         prefix=settings.redis_key_prefix,
@@ -165,6 +159,16 @@ def _faust_app(settings: Settings) -> faust.App:
         web_router_enabled=False,
         web_stats_enabled=False,
         producer_acks=-1,
+    )
+
+
+def _state_table(app: faust.App, settings: Settings) -> Any:
+    return app.Table(
+        state_table_name(),
+        key_type=bytes,  # raw bytes in and out: the engine owns the state format
+        value_type=bytes,
+        partitions=settings.partitions,
+        options=dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None,
     )
 
 

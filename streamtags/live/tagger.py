@@ -93,11 +93,11 @@ class _Shipment:
     trigger_id: str | None = None  # until the ledger knows it was sent
 
     async def confirmed(self) -> bool:
-        """Whether the broker has it; if it was lost, send it again and say False."""
-        if self.delivery is not None and await _delivered(self.delivery):
+        """Whether the broker has it, after sending it once more if it was lost."""
+        if await _delivered(self.delivery):
             return True
         self.delivery = await _queue(self.sender.send(self.key, self.value))
-        return False
+        return await _delivered(self.delivery)
 
 
 async def _queue(sending: Awaitable[Delivery]) -> Delivery | None:
