@@ -98,6 +98,7 @@ class MemoryStore:
         self.fault = Fault("changelog")
         self.local: dict[int, dict[bytes, bytes]] = {}
         self.changelog: list[tuple[int, bytes, bytes]] = []
+        #: records queued so far, confirmed or not
         self.puts = 0
 
     def get(self, partition: int, key: bytes) -> bytes | None:
@@ -198,11 +199,9 @@ class MemoryTopic:
         self.name = name
         self.fault = Fault(name)
         self.records: list[tuple[bytes | None, bytes]] = []
-        self.sends = 0
 
     async def send(self, key: bytes | None, value: bytes) -> asyncio.Task[None]:
         """Queue the record; it lands when its delivery resolves."""
-        self.sends += 1
         record = (key, value)
         return self.fault.deliver(f"send to {self.name}", lambda: self.records.append(record))
 
