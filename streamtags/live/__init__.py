@@ -1,10 +1,16 @@
 """The live worker: the Faust shell that moves bytes in and out of the engine.
 
-Reading order: :mod:`~streamtags.live.app` (the Faust app, agent, timers and
-pages), :mod:`~streamtags.live.tagger` (engine partitions, coalesced state
-writes, outputs), :mod:`~streamtags.live.table_store` (raw access to the
-state table and its changelog), :mod:`~streamtags.live.topics` (creating and
-checking topics), :mod:`~streamtags.live.producing` (sending recordings) and
+Reading order: :mod:`~streamtags.live.app` (wiring: the Faust app, the agent,
+timers), :mod:`~streamtags.live.intake` (one batch: decode, engine, dead
+letters, metrics), :mod:`~streamtags.live.tagger` (engine partitions,
+coalesced state writes, outputs, the one owner of flush-and-ack),
+:mod:`~streamtags.live.seams` (the tagger's I/O edges as Protocols) and
+:mod:`~streamtags.live.twins` (their in-memory twins, for tests),
+:mod:`~streamtags.live.table_store` (raw access to the state table and its
+changelog), :mod:`~streamtags.live.faust_internals` (every private Faust API
+used, in one place), :mod:`~streamtags.live.web` (the pages),
+:mod:`~streamtags.live.topics` (creating and checking topics),
+:mod:`~streamtags.live.producing` (sending recordings) and
 :mod:`~streamtags.live.metrics`.
 """
 

@@ -1,44 +1,43 @@
-"""The Faust worker: a thin shell that moves bytes in and out of the engine.
+"""The Faust worker: wiring of topics, the state table, the tagger, the agent, timers and pages.
 
 One agent reads all four input topics as raw bytes (Faust never decodes
-them, so bad input cannot crash it) in batches. For each batch it decodes
-(:mod:`streamtags.contracts.ingest`), dead-letters rejects, runs the engine and ships
-tag changes to Kafka and Redis (:mod:`streamtags.live.tagger`). Events are acked
-only after the states they changed were written to the changelog, which
-happens at most once per changed user per commit interval; a timer fires
-deadlines for quiet users between batches. Pages: ``/metrics``,
-``/health`` and ``GET /v1/users/{user_id}/tags``.
+them, so bad input cannot crash it) in batches, and hands each batch to
+:class:`~streamtags.live.intake.Intake` (decode, engine, dead letters,
+metrics). The :class:`~streamtags.live.tagger.LiveTagger` writes each
+changed user's state at most once per commit interval and acks events only
+after the broker confirmed the state and outputs they produced; a timer
+fires deadlines for quiet users between batches. Pages
+(:mod:`streamtags.live.web`): ``/metrics``, ``/health`` and
+``GET /v1/users/{user_id}/tags``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gc
 import logging
-import time
-from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import faust
-from faust.web import Request, Response, View
-from mode.utils.futures import notify
 
-from streamtags.contracts.codec import encode
-from streamtags.contracts.ingest import RawMessage, decode_batch
+from streamtags.contracts.ingest import RawMessage
 from streamtags.engine.partition import Engine
-from streamtags.errors import InvalidEvent
+from streamtags.live.faust_internals import take_unacked
+from streamtags.live.intake import Intake
 from streamtags.live.metrics import Metrics
+from streamtags.live.seams import Delivery
 from streamtags.live.table_store import TableStore
-from streamtags.live.tagger import LiveTagger
+from streamtags.live.tagger import Ack, LiveTagger, Senders
 from streamtags.live.topics import ensure_topics
+from streamtags.live.web import register_pages
 from streamtags.rulebook.loader import load_rules
 from streamtags.serving.lookup import AsyncTagClient
 from streamtags.serving.redis_sink import RedisSink, TriggerGuard
 from streamtags.settings import Settings
 
-__all__ = ["create_app", "run_worker", "state_table_name"]
+__all__ = ["ProducerSender", "create_app", "run_worker", "state_table_name"]
 
 log = logging.getLogger("streamtags.live.app")
 
@@ -54,6 +53,8 @@ ROCKSDB_OPTIONS = {
     "block_cache_size": 32 * 1024 * 1024,
     "block_cache_compressed_size": 8 * 1024 * 1024,
 }
+#: Coupon-trigger ids are remembered this long (seconds) to keep them one-shot.
+TRIGGER_TTL_S = 30 * 86_400
 
 
 def state_table_name() -> str:
@@ -61,55 +62,84 @@ def state_table_name() -> str:
     return "user-state"
 
 
-async def _take_unacked(stream: Any, max_events: int, within_s: float) -> AsyncIterator[list[Any]]:
-    """Like Faust's ``Stream.take_events`` but leaves acking to the caller.
+class ProducerSender:
+    """One output topic, written through the app's Kafka producer.
 
-    Yields a list of events at most every ``within_s`` (an empty list when
-    nothing arrived, so the caller can still flush and ack on time).
+    The production :class:`~streamtags.live.seams.Sender`: the producer
+    directly, not ``Topic.send``, because Faust's per-record machinery costs
+    several times more; Faust flushes this producer before it commits
+    offsets all the same.
     """
-    events: list[Any] = []
-    full = asyncio.Event()
-    consumed = asyncio.Event()
-    consuming: asyncio.Future[None] | None = None
 
-    async def add(value: Any) -> Any:
-        nonlocal consuming
-        if consuming is not None:
-            try:
-                await consuming
-            finally:
-                consuming = None
-        events.append(stream.current_event)
-        if len(events) >= max_events:
-            full.set()
-            consumed.clear()
-            await stream.wait(consumed)
-        return value
+    def __init__(self, app: faust.App, topic: str) -> None:
+        self.app = app
+        self.topic = topic
 
-    stream.enable_acks = False
-    stream.add_processor(add)
-    stream._enable_passive(stream.channel.__aiter__())
-    try:
-        while not stream.should_stop:
-            await stream.wait_for_stopped(full, timeout=within_s)
-            consuming = stream.loop.create_future()
-            try:
-                yield list(events)
-            finally:
-                events.clear()
-                notify(consuming)
-                full.clear()
-                consumed.set()
-    finally:
-        stream._processors.remove(add)
+    async def send(self, key: bytes | None, value: bytes) -> Delivery:
+        """Queue (key, value); returns the delivery future."""
+        delivery: Delivery = await self.app.producer.send(self.topic, key, value, None, None, None)
+        return delivery
 
 
 def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.App:
     """Build the Faust app for ``settings``; nothing connects until it runs."""
     metrics_: Metrics = metrics or Metrics()
     ruleset = load_rules(settings.rules_dir, time_scale=settings.time_scale)
-    engine = Engine(ruleset, lateness_ms=settings.lateness_ms)
-    app = faust.App(
+    app = _faust_app(settings)
+    stream_of_topic = {topic: stream for stream, topic in settings.inputs.by_stream().items()}
+    inputs = app.topic(
+        *stream_of_topic,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    table = _state_table(app, settings)
+    sink = RedisSink(
+        redis_url=settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        timeout_ms=settings.redis_timeout_ms,
+    )
+    tagger = LiveTagger(
+        Engine(ruleset, lateness_ms=settings.lateness_ms),
+        TableStore(table, partitions=settings.partitions),
+        senders=_senders(app, settings),
+        sink=sink,
+        guard=TriggerGuard(
+            redis_url=settings.redis_url,
+            prefix=settings.redis_trigger_prefix,
+            timeout_ms=settings.redis_timeout_ms,
+            ttl_s=TRIGGER_TTL_S,
+        ),
+        metrics=metrics_,
+        commit_interval_s=settings.commit_interval_s,
+    )
+    intake = Intake(tagger, stream_of_topic=stream_of_topic, metrics=metrics_)
+    _follow_assignment(app, table, tagger, input_topics=set(stream_of_topic))
+    _start_agent(app, inputs, intake)
+    _start_timers(app, settings, intake, sink)
+    register_pages(
+        app,
+        lookup=AsyncTagClient(
+            redis_url=settings.redis_url,
+            prefix=settings.redis_key_prefix,
+            timeout_ms=max(settings.redis_timeout_ms, 200),
+        ),
+        metrics=metrics_,
+        health=lambda: {
+            "status": "ok",
+            "app_id": settings.app_id,
+            "partitions": sorted(tagger.partitions),
+            "rebalancing": bool(app.rebalancing),
+        },
+    )
+    cast(Any, app).streamtags_tagger = tagger
+    return app
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store=settings.store,
@@ -131,69 +161,37 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         producer_acks=-1,
     )
 
-    topic_of_stream = settings.inputs.by_stream()
-    stream_of_topic = {topic: stream for stream, topic in topic_of_stream.items()}
-    inputs = app.topic(
-        *stream_of_topic,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    dead_letters = app.topic(
-        settings.outputs.dead_letter,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.partitions,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    table = app.Table(
+
+def _state_table(app: faust.App, settings: Settings) -> Any:
+    return app.Table(
         state_table_name(),
         key_type=bytes,  # raw bytes in and out: the engine owns the state format
         value_type=bytes,
         partitions=settings.partitions,
         options=dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None,
     )
-    redis_sink = RedisSink(
-        redis_url=settings.redis_url,
-        prefix=settings.redis_key_prefix,
-        timeout_ms=settings.redis_timeout_ms,
-    )
 
-    async def send_to(topic: str, key: bytes, value: bytes) -> Any:
-        # The app's producer directly (Faust flushes it before committing offsets);
-        # Topic.send's per-record machinery costs several times more.
-        return await app.producer.send(topic, key, value, None, None, None)
 
+def _senders(app: faust.App, settings: Settings) -> Senders:
     outputs = settings.outputs
-    tagger = LiveTagger(
-        engine,
-        TableStore(table, partitions=settings.partitions),
-        send_tag=lambda k, v: send_to(outputs.tags, k, v),
-        send_risk=lambda k, v: send_to(outputs.risk_tags, k, v),
-        send_trigger=lambda k, v: send_to(outputs.coupon_triggers, k, v),
-        redis=redis_sink,
-        guard=TriggerGuard(
-            redis_url=settings.redis_url,
-            prefix=settings.redis_trigger_prefix,
-            timeout_ms=settings.redis_timeout_ms,
-            ttl_s=30 * 86_400,
-        ),
-        metrics=metrics_,
+    return Senders(
+        tags=ProducerSender(app, outputs.tags),
+        risk_tags=ProducerSender(app, outputs.risk_tags),
+        coupon_triggers=ProducerSender(app, outputs.coupon_triggers),
+        dead_letter=ProducerSender(app, outputs.dead_letter),
     )
-    consumed: Counter[str] = Counter()
-    rejected: Counter[str] = Counter()
-    input_topics = set(stream_of_topic)
 
-    def assigned_partitions() -> set[int]:
-        return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in input_topics}
 
-    @table.on_recover
+def _follow_assignment(
+    app: faust.App, table: Any, tagger: LiveTagger, *, input_topics: set[str]
+) -> None:
+    """Rebuild partitions once the table recovered; flush before partitions go."""
+
+    @table.on_recover  # type: ignore[untyped-decorator]
     async def rebuild_partitions() -> None:
-        numbers = assigned_partitions()
-        tagger.assign(numbers)
+        actives = app.assignor.assigned_actives()
+        numbers = {tp.partition for tp in actives if tp.topic in input_topics}
+        await tagger.assign(numbers)
         log.info("own input partitions %s", sorted(numbers))
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
@@ -201,120 +199,67 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         written = await tagger.flush()
         log.info("flushed %d user states before giving up %d partitions", written, len(revoked))
 
+    _ = (rebuild_partitions, flush_before_revoke)
+
+
+def _start_agent(app: faust.App, inputs: Any, intake: Intake) -> None:
+    """The one agent: batches in, flush (and so ack) once per commit interval."""
+    tagger = intake.tagger
+
     @app.agent(inputs, concurrency=1)
     async def tag_users(stream: Any) -> None:
-        unacked: list[Any] = []
-        trigger_deliveries: list[tuple[str, Any]] = []
-        async for events in _take_unacked(stream, BATCH_MAX_EVENTS, BATCH_WITHIN_S):
+        async for events in take_unacked(stream, BATCH_MAX_EVENTS, BATCH_WITHIN_S):
             if events:
-                trigger_deliveries.extend(await handle(events))
-                unacked.extend(events)
-            if unacked and time.time() - tagger.last_flush >= settings.commit_interval_s:
+                messages = [_raw_message(event.message) for event in events]
+                await intake.handle(messages, acks=_acks_by_partition(stream, events))
+            if tagger.flush_due():
                 await tagger.flush()
-                # a coupon trigger must land before the events behind it are acked
-                await tagger.confirm(trigger_deliveries)
-                trigger_deliveries.clear()
-                for event in unacked:
-                    await stream.ack(event)
-                unacked.clear()
 
-    async def handle(events: list[Any]) -> list[tuple[str, Any]]:
-        messages = [
-            RawMessage(
-                e.message.topic,
-                e.message.partition,
-                e.message.offset,
-                e.message.key,
-                e.message.value or b"",
-            )
-            for e in events
-        ]
-        now_ms = int(time.time() * 1000)
-        batch = decode_batch(messages, stream_of_topic=stream_of_topic, now_ms=now_ms)
-        triggers, failed = await tagger.process(batch.events)
-        if failed:
-            raw_of = {(m.topic, m.partition, m.offset): m for m in messages}
-            for decoded, reason in failed:
-                raw = raw_of[(topic_of_stream[decoded.source], decoded.partition, decoded.offset)]
-                log.error(
-                    "engine failed on %s[%d]@%d: %s", raw.topic, raw.partition, raw.offset, reason
-                )
-                batch.reject(raw, InvalidEvent(reason, "engine_error"), now_ms=now_ms)
-        deliveries = [
-            await dead_letters.send(key=raw.key, value=encode(letter))
-            for raw, letter in batch.rejected
-        ]
-        for delivery in deliveries:
-            await delivery  # a dead letter must land before its offset is committed
-        for _, letter in batch.rejected:
-            rejected[letter.topic] += 1
-            metrics_.events_rejected.labels(letter.topic, letter.error_kind).inc()
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s",
-                letter.topic,
-                letter.partition,
-                letter.offset,
-                letter.reason,
-            )
-        for source, count in Counter(d.source for d in batch.events).items():
-            consumed[source] += count
-            metrics_.events_consumed.labels(topic_of_stream[source]).inc(count)
-        metrics_.batch_size.observe(len(events))
-        return triggers
+    _ = tag_users
+
+
+def _raw_message(message: Any) -> RawMessage:
+    return RawMessage(
+        message.topic, message.partition, message.offset, message.key, message.value or b""
+    )
+
+
+def _acks_by_partition(stream: Any, events: list[Any]) -> dict[int, Ack]:
+    by_partition: dict[int, list[Any]] = {}
+    for event in events:
+        by_partition.setdefault(event.message.partition, []).append(event)
+    return {
+        number: functools.partial(_ack_all, stream, batch) for number, batch in by_partition.items()
+    }
+
+
+async def _ack_all(stream: Any, events: list[Any]) -> None:
+    for event in events:
+        await stream.ack(event)
+
+
+def _start_timers(app: faust.App, settings: Settings, intake: Intake, sink: RedisSink) -> None:
+    tagger = intake.tagger
 
     @app.timer(interval=settings.tick_interval_s)  # type: ignore[untyped-decorator]
     async def fire_deadlines() -> None:
         if app.rebalancing:
             return
-        await tagger.confirm(await tagger.tick())
-        if tagger.dirty and time.time() - tagger.last_flush >= settings.commit_interval_s:
+        await tagger.tick()
+        if tagger.flush_due():
             await tagger.flush()
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def log_counters() -> None:
-        if consumed or rejected:
+        if intake.consumed or intake.rejected:
             log.info(
                 "events valid %s; rejected %s; redis queued %d",
-                dict(sorted(consumed.items())),
-                dict(sorted(rejected.items())),
-                redis_sink.queued_users,
+                dict(sorted(intake.consumed.items())),
+                dict(sorted(intake.rejected.items())),
+                sink.queued_users,
             )
 
-    lookup = AsyncTagClient(
-        redis_url=settings.redis_url,
-        prefix=settings.redis_key_prefix,
-        timeout_ms=max(settings.redis_timeout_ms, 200),
-    )
-
-    @app.page("/v1/users/{user_id}/tags")
-    class UserTagsView(View):
-        async def get(self, request: Request, user_id: str) -> Response:
-            failed: list[Any] = []
-            tags = await lookup.tags(user_id, default=failed)
-            if tags is failed:
-                return self.json({"user_id": user_id, "error": "tag store unavailable"}, status=503)
-            return self.json({"user_id": user_id, "tags": tags})
-
-    @app.page("/metrics")
-    class MetricsView(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(metrics_.render(), content_type="text/plain; version=0.0.4")
-
-    @app.page("/health")
-    class HealthView(View):
-        async def get(self, request: Request) -> Response:
-            return self.json(
-                {
-                    "status": "ok",
-                    "app_id": settings.app_id,
-                    "partitions": sorted(tagger.partitions),
-                    "rebalancing": bool(app.rebalancing),
-                }
-            )
-
-    cast(Any, app).streamtags_tagger = tagger
-    _ = (tag_users, fire_deadlines, log_counters, UserTagsView, MetricsView, HealthView)
-    return app
+    _ = (fire_deadlines, log_counters)
 
 
 def run_worker(settings: Settings) -> None:

@@ -55,6 +55,11 @@ class Metrics:
             "Users whose Redis record waits for Redis to come back.",
             registry=r,
         )
+        self.flush_failures = Counter(
+            "streamtags_flush_failures_total",
+            "Flushes the broker did not fully confirm; their events stay unacked and retry.",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "streamtags_batch_events",
             "Events per processed batch.",

@@ -5,7 +5,8 @@ stream event and to that event's partition. streamtags coalesces writes
 instead (one record per dirty user per flush, also from the deadline
 timer), so it writes the store and the changelog itself, to the partition
 the user belongs to, which is the partition of the user's input events
-(co-partitioning). Reads never depend on a "current event" either.
+(co-partitioning). Reads never depend on a "current event" either. The
+store internals this needs are wrapped in :mod:`streamtags.live.faust_internals`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.partitioner import murmur2
-from faust.types import TP
+
+from streamtags.live.faust_internals import (
+    mark_persisted,
+    memory_data,
+    remember_key_partition,
+    rocks_partition_db,
+)
+from streamtags.live.seams import Delivery
 
 __all__ = ["TableStore", "partition_of"]
 
@@ -26,7 +34,9 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 class TableStore:
-    """Raw-bytes get/put/scan on a Faust table, by partition."""
+    """Raw-bytes get/put/scan on a Faust table, by partition.
+
+    The production :class:`~streamtags.live.seams.StateStore`."""
 
     def __init__(self, table: Any, *, partitions: int) -> None:
         self.table = table
@@ -36,22 +46,13 @@ class TableStore:
     def _store(self) -> Any:
         return self.table.data
 
-    def _rocks(self, partition: int) -> Any | None:
-        store = self._store
-        if hasattr(store, "_db_for_partition"):
-            return store._db_for_partition(partition)
-        return None
-
     def get(self, partition: int, key: bytes) -> bytes | None:
         """The stored bytes of ``key`` in ``partition``, if any."""
-        db = self._rocks(partition)
-        if db is not None:
-            value = db.get(key)
-            return bytes(value) if value is not None else None
-        value = self._store.data.get(key)
+        db = rocks_partition_db(self._store, partition)
+        value = db.get(key) if db is not None else memory_data(self._store).get(key)
         return bytes(value) if value is not None else None
 
-    async def put(self, partition: int, key: bytes, value: bytes) -> Any:
+    async def put(self, partition: int, key: bytes, value: bytes) -> Delivery:
         """Store locally and queue the changelog record; returns its delivery future.
 
         Goes straight to the app's Kafka producer: Faust's per-record machinery
@@ -59,38 +60,37 @@ class TableStore:
         record and made changelog writes the worker's bottleneck. Faust still
         flushes this producer before it commits offsets.
         """
-        db = self._rocks(partition)
+        store = self._store
+        db = rocks_partition_db(store, partition)
         if db is not None:
             db.put(key, value)
-            self._store._key_index[key] = partition
+            remember_key_partition(store, key, partition)
         else:
-            self._store.data[key] = value
+            memory_data(store)[key] = value
         table = self.table
         future = await table.app.producer.send(
             table.changelog_topic.get_topic_name(), key, value, partition, None, None
         )
         if db is not None:
             future.add_done_callback(self._persisted)
-        return future
+        return future  # type: ignore[no-any-return]
 
     def _persisted(self, future: Any) -> None:
-        # What Faust's own changelog callback does: remember how far RocksDB holds
-        # the changelog, so a restart replays only the tail.
         if future.cancelled() or future.exception() is not None:
             return
         metadata = future.result()
-        self._store.set_persisted_offset(TP(metadata.topic, metadata.partition), metadata.offset)
+        mark_persisted(self._store, metadata.topic, metadata.partition, metadata.offset)
 
     def scan(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) stored for ``partition``, except reserved keys: ours
         (``\\x00...``) and Faust's own (its RocksDB offset marker ``__faust...``)."""
-        db = self._rocks(partition)
+        db = rocks_partition_db(self._store, partition)
         if db is not None:
             items: Iterator[tuple[Any, Any]] = iter(db.items())
         else:
             items = (
                 (key, value)
-                for key, value in list(self._store.data.items())
+                for key, value in list(memory_data(self._store).items())
                 if partition_of(key, self.partitions) == partition
             )
         for key, value in items:

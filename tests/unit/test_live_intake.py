@@ -1,0 +1,75 @@
+"""The intake on twins: bad bytes and engine failures become dead letters, never a crash,
+and a batch's acks wait for its dead letters and state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from streamtags.contracts.ingest import RawMessage
+from streamtags.live.intake import Intake
+from tests.unit.test_live_tagger import T0, World, spin
+
+STREAM_OF_TOPIC = {"in.orders": "orders", "in.browse": "browse", "in.logins": "logins"}
+
+
+def order(offset: int, user: str, **fields: Any) -> RawMessage:
+    body = {"event_id": f"o-{offset}", "user_id": user, "ts": T0, "order_id": f"o{offset}"}
+    body.update(status="paid", amount=2500, **fields)
+    return RawMessage("in.orders", 0, offset, user.encode(), orjson.dumps(body))
+
+
+def intake(world: World) -> Intake:
+    return Intake(world.tagger, stream_of_topic=STREAM_OF_TOPIC, metrics=world.metrics)
+
+
+async def test_invalid_messages_are_dead_lettered_and_the_rest_are_tagged() -> None:
+    world = World()
+    await world.tagger.assign([0])
+    garbage = RawMessage("in.browse", 0, 7, b"bob", b"{not json")
+    await intake(world).handle([order(1, "ann"), garbage], acks={0: world.ack("batch")})
+    await world.tagger.flush()
+    [letter] = world.dead.values()
+    assert (letter["topic"], letter["offset"]) == ("in.browse", 7)
+    assert [change["tag"] for change in world.tags.values()] == ["whale"]
+    assert world.acked == ["batch"]
+    assert (
+        world.metrics.registry.get_sample_value(
+            "streamtags_events_consumed_total", {"topic": "in.orders"}
+        )
+        == 1
+    )
+
+
+async def test_an_event_the_engine_fails_on_is_dead_lettered_as_engine_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = World()
+    await world.tagger.assign([0])
+    feature = next(f for f in world.tagger.engine.features.values() if f.streams == ("orders",))
+
+    def explode(data: Any, event: Any, tz: str | None) -> Any:
+        raise ZeroDivisionError("a rule bug")
+
+    monkeypatch.setattr(feature, "update", explode)  # features are shared by every engine
+    await intake(world).handle([order(1, "ann")], acks={0: world.ack("batch")})
+    await world.tagger.flush()
+    [letter] = world.dead.values()
+    assert letter["error_kind"] == "engine_error" and "a rule bug" in letter["reason"]
+    assert world.acked == ["batch"]
+
+
+async def test_a_batch_is_not_acked_before_its_dead_letters_land() -> None:
+    world = World()
+    await world.tagger.assign([0])
+    world.dead.fault.down()
+    garbage = RawMessage("in.browse", 0, 7, b"bob", b"{not json")
+    await intake(world).handle([garbage], acks={0: world.ack("batch")})
+    await world.tagger.flush()
+    await spin()
+    assert world.acked == [] and world.dead.records == []
+    world.dead.fault.up()
+    await world.tagger.flush()
+    assert world.acked == ["batch"] and len(world.dead.records) == 1

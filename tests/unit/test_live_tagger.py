@@ -1,0 +1,390 @@
+"""The live tagger on in-memory twins: flush-and-ack order, outages, the trigger guard, revokes.
+
+No broker and no Redis: every collaborator is a twin from
+:mod:`streamtags.live.twins`, told when to be slow, held, down or timing out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streamtags.contracts.codec import decode_event
+from streamtags.contracts.ingest import Decoded
+from streamtags.engine.partition import Engine
+from streamtags.live.metrics import Metrics
+from streamtags.live.tagger import Ack, LiveTagger, Senders
+from streamtags.live.twins import (
+    MemoryStore,
+    MemoryTagSink,
+    MemoryTopic,
+    MemoryTriggerLedger,
+)
+from streamtags.rulebook.loader import load_rules
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = load_rules(ROOT / "rules")
+T0 = 1_795_341_600_000  # event time, epoch ms
+MINUTE = 60_000
+LATENESS_MS = 10_000
+COMMIT_INTERVAL_S = 1.0
+
+
+class Clock:
+    """A wall clock the test moves (epoch seconds)."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_s = now_ms / 1000
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def set_ms(self, now_ms: int) -> None:
+        self.now_s = now_ms / 1000
+
+
+@dataclass
+class World:
+    """A tagger wired to twins, and what it did."""
+
+    store: MemoryStore = field(default_factory=MemoryStore)
+    sink: MemoryTagSink = field(default_factory=MemoryTagSink)
+    ledger: MemoryTriggerLedger = field(default_factory=MemoryTriggerLedger)
+    tags: MemoryTopic = field(default_factory=lambda: MemoryTopic("tags"))
+    risk: MemoryTopic = field(default_factory=lambda: MemoryTopic("risk-tags"))
+    triggers: MemoryTopic = field(default_factory=lambda: MemoryTopic("coupon-triggers"))
+    dead: MemoryTopic = field(default_factory=lambda: MemoryTopic("dead-letter"))
+    clock: Clock = field(default_factory=lambda: Clock(T0))
+    metrics: Metrics = field(default_factory=Metrics)
+    acked: list[str] = field(default_factory=list)
+    tagger: LiveTagger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tagger = LiveTagger(
+            Engine(RULES, lateness_ms=LATENESS_MS),
+            self.store,
+            senders=Senders(
+                tags=self.tags,
+                risk_tags=self.risk,
+                coupon_triggers=self.triggers,
+                dead_letter=self.dead,
+            ),
+            sink=self.sink,
+            guard=self.ledger,
+            metrics=self.metrics,
+            commit_interval_s=COMMIT_INTERVAL_S,
+            clock=self.clock,
+        )
+
+    def ack(self, label: str) -> Ack:
+        """An ack that records ``label`` when it runs."""
+
+        async def ack() -> None:
+            self.acked.append(label)
+
+        return ack
+
+    async def feed(self, events: list[Decoded], label: str, partition: int = 0) -> None:
+        """What the intake does with a batch: process, then settle its acks."""
+        receipt = await self.tagger.process(events, acks={partition: self.ack(label)})
+        await self.tagger.settle(receipt)
+
+    def durable_users(self, partition: int = 0) -> set[str]:
+        """Users whose state the broker confirmed on ``partition``'s changelog."""
+        durable = self.store.durable(partition)
+        return {key.decode() for key in durable if not key.startswith(b"\x00")}
+
+    def metric(self, name: str) -> float:
+        value = self.metrics.registry.get_sample_value(name)
+        return 0.0 if value is None else value
+
+
+def ev(
+    stream: str, offset: int, at_ms: int, user: str = "u1", partition: int = 0, **fields: Any
+) -> Decoded:
+    """A valid event of ``stream`` at event time T0 + ``at_ms``."""
+    body = {"event_id": f"{stream}-{user}-{offset}", "user_id": user, "ts": T0 + at_ms, **fields}
+    if stream == "orders":
+        body.setdefault("order_id", f"o{offset}")
+        body.setdefault("amount", 10)
+    if stream == "logins":
+        body.setdefault("outcome", "success")
+    return Decoded(partition, stream, offset, decode_event(stream, orjson.dumps(body)))
+
+
+def whale(user: str, offset: int = 1, partition: int = 0) -> Decoded:
+    """A paid order big enough for the ``whale`` tag: one tag change at once."""
+    return ev("orders", offset, 0, user, partition, status="paid", amount=2500)
+
+
+def cart(user: str, offset: int = 1, partition: int = 0) -> Decoded:
+    """An add-to-cart whose coupon trigger fires 15 minutes (event time) later."""
+    return ev(
+        "browse",
+        offset,
+        0,
+        user,
+        partition,
+        action="add_to_cart",
+        cart_id=f"cart-{user}",
+        sku="gc-50",
+        price=50,
+    )
+
+
+async def spin(rounds: int = 50) -> None:
+    """Let every runnable task run until it blocks."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+async def fire_carts(world: World) -> None:
+    """Move the wall clock past the cart deadline and the lateness, then tick."""
+    world.clock.set_ms(T0 + 16 * MINUTE)
+    await world.tagger.tick()
+
+
+# -- flush and ack ---------------------------------------------------------------
+
+
+async def test_events_are_acked_only_once_the_changelog_confirms_their_state() -> None:
+    world = World()
+    await world.tagger.assign([0])
+    world.store.fault.slow(0.05)
+    await world.feed([whale("ann")], "batch-1")
+    flushing = asyncio.create_task(world.tagger.flush())
+    await asyncio.sleep(0.02)
+    assert world.acked == [] and world.durable_users() == set()
+    assert await flushing == 1
+    assert world.acked == ["batch-1"]
+    assert world.durable_users() == {"ann"}
+
+
+async def test_a_flush_waits_for_another_tasks_flush_before_acking() -> None:
+    """Issue 9 item 2: a timer flush took the dirty users of a batch that registered
+    its acks afterwards; the agent's flush must not ack them before those writes land."""
+    world = World()
+    await world.tagger.assign([0])
+    world.store.fault.hold()
+    world.sink.fault.hold()  # the batch stops in the middle: state changed, acks not yet in
+    batch = asyncio.create_task(world.feed([whale("ann")], "batch-1"))
+    await spin()
+    timer_flush = asyncio.create_task(world.tagger.flush())  # takes ann, waits for the broker
+    await spin()
+    world.sink.fault.release()
+    await batch  # its acks are registered now; ann's state is still in flight
+    agent_flush = asyncio.create_task(world.tagger.flush())
+    await spin()
+    assert world.acked == [], "acked before the changelog confirmed the state"
+    world.store.fault.release()
+    await asyncio.gather(timer_flush, agent_flush)
+    assert world.acked == ["batch-1"]
+    assert world.durable_users() == {"ann"}
+
+
+async def test_a_changelog_write_that_fails_keeps_its_events_unacked_until_a_retry_lands() -> None:
+    world = World()
+    await world.tagger.assign([0])
+    await world.feed([whale("ann")], "batch-1")
+    world.store.fault.down()
+    assert await world.tagger.flush() == 0
+    assert world.acked == [] and world.durable_users() == set()
+    assert world.metric("streamtags_flush_failures_total") == 1
+    world.store.fault.up()
+    assert await world.tagger.flush() == 1
+    assert world.acked == ["batch-1"]
+    assert world.durable_users() == {"ann"}
+
+
+async def test_a_lost_tag_change_is_sent_again_before_its_events_are_acked() -> None:
+    world = World()
+    await world.tagger.assign([0])
+    world.tags.fault.down()
+    await world.feed([whale("ann")], "batch-1")
+    await world.tagger.flush()
+    assert world.acked == [] and world.tags.records == []
+    world.tags.fault.up()
+    await world.tagger.flush()
+    assert world.acked == ["batch-1"]
+    assert [change["tag"] for change in world.tags.values()] == ["whale"]
+
+
+async def test_dead_letters_land_before_the_events_behind_them_are_acked() -> None:
+    world = World()
+    await world.tagger.assign([0])
+    world.dead.fault.hold()
+    receipt = await world.tagger.process([], acks={0: world.ack("rejects")})
+    await world.tagger.settle(receipt, dead_letters=[(b"k", b"{}")])
+    flushing = asyncio.create_task(world.tagger.flush())
+    await spin()
+    assert world.acked == []
+    world.dead.fault.release()
+    await flushing
+    assert world.acked == ["rejects"] and world.dead.records == [(b"k", b"{}")]
+
+
+async def test_a_flush_is_due_only_with_work_waiting_and_the_commit_interval_past() -> None:
+    world = World()
+    await world.tagger.assign([0])
+    world.clock.set_ms(T0 + 5_000)
+    assert not world.tagger.flush_due()  # nothing waiting
+    await world.feed([whale("ann")], "batch-1")
+    assert world.tagger.flush_due()
+    await world.tagger.flush()
+    assert not world.tagger.flush_due()
+    await world.feed([whale("bob")], "batch-2")
+    assert not world.tagger.flush_due()  # the interval has not passed
+    world.clock.set_ms(T0 + 5_000 + int(COMMIT_INTERVAL_S * 1000))
+    assert world.tagger.flush_due()
+
+
+# -- the tag sink (Redis) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("outage", ["down", "timeout"])
+async def test_a_sink_outage_keeps_tagging_and_the_queue_drains_when_it_is_back(
+    outage: str,
+) -> None:
+    world = World()
+    await world.tagger.assign([0])
+    if outage == "down":
+        world.sink.fault.down()
+    else:
+        world.sink.fault.time_out(0.01)
+    await world.feed([whale("ann")], "batch-1")
+    await world.tagger.flush()
+    assert [change["user_id"] for change in world.tags.values()] == ["ann"]
+    assert world.acked == ["batch-1"]  # Kafka output and acks did not wait for Redis
+    assert world.sink.queued_users == 1 and world.sink.tags == {}
+    assert world.metric("streamtags_redis_errors_total") >= 1
+    world.sink.fault.up()
+    await world.tagger.tick()  # nothing due: the tick alone retries the queue
+    assert world.sink.queued_users == 0
+    assert set(world.sink.tags["ann"]) == {"whale"}
+    assert world.metric("streamtags_redis_pending_users") == 0
+
+
+# -- the trigger guard ---------------------------------------------------------------
+
+
+async def test_a_trigger_is_sent_and_recorded_as_sent_once_delivered() -> None:
+    world = World()
+    await world.tagger.assign([0])
+    await world.feed([cart("ann")], "batch-1")
+    await fire_carts(world)
+    [trigger] = world.triggers.values()
+    assert world.ledger.states == {trigger["trigger_id"]: "sent"}
+
+
+async def test_a_trigger_recorded_sent_is_never_sent_again_after_a_crash() -> None:
+    first = World()
+    await first.tagger.assign([0])
+    await first.feed([cart("ann")], "batch-1")
+    await fire_carts(first)
+    # Crash before the flush: the fired deadline never reached the changelog.
+    second = World(store=first.store.restarted(), ledger=first.ledger)
+    await second.tagger.assign([0])
+    await second.feed([cart("ann")], "replayed")
+    await fire_carts(second)
+    await second.tagger.flush()
+    assert len(first.triggers.records) == 1
+    assert second.triggers.records == []
+    assert second.acked == ["replayed"]
+
+
+async def test_a_trigger_left_pending_is_sent_again_after_a_crash() -> None:
+    first = World()
+    await first.tagger.assign([0])
+    first.triggers.fault.hold()  # claimed, never delivered: the worker dies here
+    await first.feed([cart("ann")], "batch-1")
+    firing = asyncio.create_task(fire_carts(first))
+    await spin()
+    assert list(first.ledger.states.values()) == ["pending"]
+    firing.cancel()
+    second = World(store=first.store.restarted(), ledger=first.ledger)
+    await second.tagger.assign([0])
+    await second.feed([cart("ann")], "replayed")
+    await fire_carts(second)
+    assert len(second.triggers.records) == 1
+    assert list(second.ledger.states.values()) == ["sent"]
+
+
+@pytest.mark.parametrize("outage", ["down", "timeout"])
+async def test_an_unreachable_guard_lets_triggers_through(outage: str) -> None:
+    world = World()
+    await world.tagger.assign([0])
+    if outage == "down":
+        world.ledger.fault.down()
+    else:
+        world.ledger.fault.time_out(0.01)
+    await world.feed([cart("ann")], "batch-1")
+    await fire_carts(world)
+    await world.tagger.flush()
+    assert len(world.triggers.records) == 1
+    assert world.acked == ["batch-1"]
+    assert world.ledger.states == {}
+
+
+# -- revoked partitions ------------------------------------------------------------------
+
+
+async def test_a_revoke_waits_for_the_running_flush_which_loses_nothing() -> None:
+    """The rule: ownership changes wait for a running flush; that flush writes and acks
+    everything it took; changes and acks of a partition revoked after it are dropped,
+    never written or acked here (the new owner re-reads those events)."""
+    world = World()
+    await world.tagger.assign([0, 1])
+    await world.feed([whale("ann", partition=0)], "p0", partition=0)
+    await world.feed([whale("bob", partition=1)], "p1", partition=1)
+    world.store.fault.hold()
+    flushing = asyncio.create_task(world.tagger.flush())
+    await spin()
+    revoking = asyncio.create_task(world.tagger.assign([0]))
+    await world.feed([whale("cat", partition=1)], "p1-late", partition=1)
+    await spin()
+    assert not revoking.done(), "ownership changed under a running flush"
+    world.store.fault.release()
+    await flushing
+    await revoking
+    assert sorted(world.acked) == ["p0", "p1"]
+    assert world.durable_users(0) == {"ann"} and world.durable_users(1) == {"bob"}
+    puts_before = world.store.puts
+    await world.tagger.flush()
+    assert sorted(world.acked) == ["p0", "p1"]  # p1-late is never acked here
+    assert world.store.puts == puts_before  # nothing written for partition 1, not even queued
+    assert list(world.tagger.partitions) == [0]
+
+
+@pytest.mark.parametrize("comes_back", [False, True])
+async def test_a_batch_whose_partition_is_revoked_while_it_runs_is_not_acked(
+    comes_back: bool,
+) -> None:
+    world = World()
+    await world.tagger.assign([0, 1])
+    world.sink.fault.hold()
+    batch = asyncio.create_task(world.feed([whale("bob", partition=1)], "p1", partition=1))
+    await spin()
+    await world.tagger.assign([0])
+    if comes_back:  # revoked and assigned again: its unwritten changes are gone all the same
+        await world.tagger.assign([0, 1])
+    world.sink.fault.release()
+    await batch
+    await world.tagger.flush()
+    assert world.acked == []
+    assert world.durable_users(1) == set()
+
+
+async def test_a_partition_assigned_again_rebuilds_its_deadlines_from_the_store() -> None:
+    world = World()
+    await world.tagger.assign([0])
+    await world.feed([cart("ann")], "batch-1")
+    await world.tagger.flush()
+    await world.tagger.assign([])
+    await world.tagger.assign([0])
+    await fire_carts(world)
+    assert [trigger["user_id"] for trigger in world.triggers.values()] == ["ann"]
