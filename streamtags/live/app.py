@@ -102,7 +102,11 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         timeout_ms=settings.redis_timeout_ms,
     )
     tagger = LiveTagger(
-        Engine(ruleset, lateness_ms=settings.lateness_ms),
+        Engine(
+            ruleset,
+            lateness_ms=settings.lateness_ms,
+            max_future_skew_ms=settings.max_future_skew_ms,
+        ),
         TableStore(table, partitions=settings.partitions),
         senders=_senders(app, settings),
         sink=sink,
@@ -114,8 +118,14 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         ),
         metrics=metrics_,
         commit_interval_s=settings.commit_interval_s,
+        topic_of_stream={stream: topic for topic, stream in stream_of_topic.items()},
     )
-    intake = Intake(tagger, stream_of_topic=stream_of_topic, metrics=metrics_)
+    intake = Intake(
+        tagger,
+        stream_of_topic=stream_of_topic,
+        metrics=metrics_,
+        max_future_skew_ms=settings.max_future_skew_ms,
+    )
     _follow_assignment(app, table, tagger, input_topics=set(stream_of_topic))
     _start_agent(app, inputs, intake)
     _start_timers(app, settings, intake, sink)

@@ -2,7 +2,7 @@
 
 The agent hands over raw messages (:class:`~streamtags.contracts.ingest.RawMessage`)
 and, per input partition, the ack of those messages. Invalid messages and
-events the engine failed on become dead letters with a reason; the acks are
+events the engine rejects (the tagger) become dead letters with a reason; the acks are
 registered with the tagger, whose next flush runs them once the batch's
 state, outputs and dead letters are on the broker.
 """
@@ -15,7 +15,6 @@ from collections.abc import Mapping
 
 from streamtags.contracts.codec import encode
 from streamtags.contracts.ingest import IngestBatch, RawMessage, decode_batch
-from streamtags.errors import InvalidEvent
 from streamtags.live.metrics import Metrics
 from streamtags.live.tagger import Ack, LiveTagger
 
@@ -28,9 +27,16 @@ class Intake:
     """Turns batches of raw messages into engine work, dead letters and counts."""
 
     def __init__(
-        self, tagger: LiveTagger, *, stream_of_topic: Mapping[str, str], metrics: Metrics
+        self,
+        tagger: LiveTagger,
+        *,
+        stream_of_topic: Mapping[str, str],
+        metrics: Metrics,
+        max_future_skew_ms: int = 300_000,
     ) -> None:
         self.tagger = tagger
+        #: how far (ms) an event may be stamped ahead of the worker's wall clock
+        self.max_future_skew_ms = max_future_skew_ms
         self.stream_of_topic = dict(stream_of_topic)
         self.topic_of_stream = {stream: topic for topic, stream in stream_of_topic.items()}
         self.metrics = metrics
@@ -41,17 +47,15 @@ class Intake:
     async def handle(self, messages: list[RawMessage], *, acks: Mapping[int, Ack]) -> None:
         """Decode, tag and dead-letter one batch; ``acks`` run after the flush covering it."""
         now_ms = self.tagger.now_ms()
-        batch = decode_batch(messages, stream_of_topic=self.stream_of_topic, now_ms=now_ms)
+        batch = decode_batch(
+            messages,
+            stream_of_topic=self.stream_of_topic,
+            now_ms=now_ms,
+            max_future_skew_ms=self.max_future_skew_ms,
+        )
+        # Events the engine rejects (too late, a rule bug) it dead-letters itself: they
+        # may come out of a user's reorder buffer long after their batch.
         receipt = await self.tagger.process(batch.events, acks=acks)
-        if receipt.failed:
-            raw_of = {(m.topic, m.partition, m.offset): m for m in messages}
-            for decoded, reason in receipt.failed:
-                topic = self.topic_of_stream[decoded.source]
-                raw = raw_of[(topic, decoded.partition, decoded.offset)]
-                log.error(
-                    "engine failed on %s[%d]@%d: %s", topic, raw.partition, raw.offset, reason
-                )
-                batch.reject(raw, InvalidEvent(reason, "engine_error"), now_ms=now_ms)
         letters = [(raw.key, encode(letter)) for raw, letter in batch.rejected]
         await self.tagger.settle(receipt, dead_letters=letters)
         self._count(batch, len(messages))

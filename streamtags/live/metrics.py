@@ -60,6 +60,16 @@ class Metrics:
             "Flushes the broker did not fully confirm; their events stay unacked and retry.",
             registry=r,
         )
+        self.duplicates = Counter(
+            "streamtags_duplicate_events_total",
+            "Events dropped because an event with the same id was waiting (producer retries).",
+            registry=r,
+        )
+        self.unreadable_states = Counter(
+            "streamtags_unreadable_states_total",
+            "Stored user states that could not be read and started afresh, opted out.",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "streamtags_batch_events",
             "Events per processed batch.",

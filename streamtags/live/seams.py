@@ -24,7 +24,7 @@ failure. Every call must return within its own short timeout.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["OUTAGES", "Delivery", "Sender", "StateStore", "TagSink", "TriggerLedger"]
@@ -67,7 +67,7 @@ class TagSink(Protocol):
         """Users whose changes have not reached the sink yet."""
         ...
 
-    def add(self, changes: Iterable[dict[str, Any]]) -> None:
+    def add(self, changes: Iterable[Mapping[str, Any]]) -> None:
         """Queue tag changes (newest per user and tag wins)."""
         ...
 

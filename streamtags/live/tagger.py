@@ -41,11 +41,20 @@ from dataclasses import dataclass
 
 import orjson
 
+from streamtags.contracts.codec import dead_letter, encode
 from streamtags.contracts.events import parse_event_time
 from streamtags.contracts.ingest import Decoded
-from streamtags.engine.partition import Change, Engine, Output, Partition, Trigger
+from streamtags.engine.partition import (
+    Change,
+    Engine,
+    Output,
+    Partition,
+    Rejection,
+    Trigger,
+    unreadable_state,
+)
 from streamtags.engine.state import UserState
-from streamtags.errors import StateFormatError
+from streamtags.errors import InvalidEvent, StateFormatError
 from streamtags.live.metrics import Metrics
 from streamtags.live.seams import OUTAGES, Delivery, Sender, StateStore, TagSink, TriggerLedger
 
@@ -74,9 +83,9 @@ class Senders:
 
 @dataclass(slots=True)
 class Receipt:
-    """A processed batch: what the engine failed on, and the acks waiting for its flush."""
+    """A processed batch: the acks waiting for its flush (its rejected events are
+    already queued as dead letters)."""
 
-    failed: list[tuple[Decoded, str]]
     acks: Mapping[int, Ack]
     #: the engine partitions the batch ran on; a partition replaced since was revoked
     owners: dict[int, Partition]
@@ -135,8 +144,11 @@ class LiveTagger:
         metrics: Metrics,
         commit_interval_s: float,
         clock: Callable[[], float] = time.time,
+        topic_of_stream: Mapping[str, str] | None = None,
     ) -> None:
         self.engine = engine
+        #: input stream -> its topic (dead letters name the topic an event came from)
+        self.topic_of_stream = dict(topic_of_stream or {})
         self.store = store
         self.senders = senders
         self.sink = sink
@@ -162,7 +174,9 @@ class LiveTagger:
         """The engine partition for input partition ``number`` (built on first use)."""
         part = self.partitions.get(number)
         if part is None:
-            part = self.engine.partition(load=lambda user_id: self._load(number, user_id))
+            part = self.engine.partition(
+                load=lambda user_id: self._load(number, user_id), number=number
+            )
             self.partitions[number] = part
         return part
 
@@ -177,8 +191,9 @@ class LiveTagger:
         try:
             return UserState.from_bytes(raw, self.engine.features)
         except StateFormatError as exc:
-            log.error("state of %s unreadable (%s); starting it afresh", user_id, exc)
-            return None
+            log.error("state of %s unreadable (%s); starting it afresh, opted out", user_id, exc)
+            self.metrics.unreadable_states.inc()
+            return unreadable_state()
 
     async def assign(self, numbers: Iterable[int]) -> None:
         """Own exactly ``numbers``, once any running flush has finished.
@@ -217,8 +232,7 @@ class LiveTagger:
         """Run a batch through the engine and queue its output.
 
         ``acks`` (by input partition) are the batch's acks, registered by
-        :meth:`settle` once the caller has added the dead letters for
-        :attr:`Receipt.failed`."""
+        :meth:`settle` once the caller has added the batch's own dead letters."""
         now_ms = self.now_ms()
         by_partition: dict[int, list[Decoded]] = {}
         for decoded in events:
@@ -234,7 +248,7 @@ class LiveTagger:
                 max(0, now_ms - parse_event_time(change["ts"])) / 1000
             )
         await self._ship(out)
-        return Receipt(out.failed, acks, owners)
+        return Receipt(acks, owners)
 
     async def settle(
         self, receipt: Receipt, *, dead_letters: Iterable[tuple[bytes | None, bytes]] = ()
@@ -278,6 +292,10 @@ class LiveTagger:
         return shipment
 
     async def _ship(self, out: Output) -> None:
+        for rejection in out.rejected:
+            await self._dead_letter(rejection)
+        if out.duplicates:
+            self.metrics.duplicates.inc(out.duplicates)
         for change in out.changes:
             key = change["user_id"].encode()
             value = orjson.dumps(change)
@@ -288,6 +306,31 @@ class LiveTagger:
         if out.triggers:
             await self._send_triggers(out.triggers)
         await self._update_sink(out.changes)
+
+    async def _dead_letter(self, rejection: Rejection) -> None:
+        """Send an event the engine did not apply to the dead-letter topic, with why."""
+        decoded = rejection.decoded
+        topic = self.topic_of_stream.get(decoded.source, decoded.source)
+        raw = decoded.raw or decoded.event.model_dump_json(exclude_none=True).encode()
+        letter = dead_letter(
+            topic=topic,
+            partition=decoded.partition,
+            offset=decoded.offset,
+            key=decoded.event.user_id.encode(),
+            value=raw,
+            error=InvalidEvent(rejection.reason, rejection.kind),
+            now_ms=self.now_ms(),
+        )
+        await self._send(self.senders.dead_letter, decoded.event.user_id.encode(), encode(letter))
+        self.metrics.events_rejected.labels(topic, rejection.kind).inc()
+        log.warning(
+            "dead-lettered %s[%d]@%d (%s): %s",
+            topic,
+            decoded.partition,
+            decoded.offset,
+            rejection.kind,
+            rejection.reason,
+        )
 
     async def _send_triggers(self, triggers: list[Trigger]) -> None:
         """Send the triggers the ledger has not seen sent; record each as sent on delivery."""

@@ -21,7 +21,7 @@ resolves, not when it was queued.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -144,12 +144,12 @@ class MemoryTagSink:
         """Users whose changes wait for the next successful flush."""
         return len(self._queued)
 
-    def add(self, changes: Iterable[dict[str, Any]]) -> None:
+    def add(self, changes: Iterable[Mapping[str, Any]]) -> None:
         """Queue changes; a cleared tag is deleted, newest per user and tag wins."""
         for change in changes:
             cleared = change["action"] == "cleared"
             self._queued.setdefault(change["user_id"], {})[change["tag"]] = (
-                None if cleared else change
+                None if cleared else dict(change)
             )
 
     async def flush(self) -> bool:

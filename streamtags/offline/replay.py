@@ -98,12 +98,10 @@ class Replay:
         skew = self.max_future_skew_ms
         for index, decoded in enumerate(batch):
             ts = decoded.event.ts
-            if not self.now_ms:
-                self.now_ms = ts
-            elif ts > self.now_ms + skew and _confirmed(batch, index, skew):
-                self.now_ms = ts
-            elif ts <= self.now_ms + skew:
+            if ts <= self.now_ms + skew:
                 self.now_ms = max(self.now_ms, ts)
+            elif not self.now_ms or _confirmed(batch, index, skew):
+                self.now_ms = ts  # the first event, or a quiet spell the next events confirm
             if ts <= self.now_ms:
                 self._latest_ms = max(self._latest_ms, ts)
             self._keep(self.partition.process([decoded], self.now_ms))

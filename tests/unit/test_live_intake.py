@@ -30,6 +30,7 @@ async def test_invalid_messages_are_dead_lettered_and_the_rest_are_tagged() -> N
     await world.tagger.assign([0])
     garbage = RawMessage("in.browse", 0, 7, b"bob", b"{not json")
     await intake(world).handle([order(1, "ann"), garbage], acks={0: world.ack("batch")})
+    await world.release()
     await world.tagger.flush()
     [letter] = world.dead.values()
     assert (letter["topic"], letter["offset"]) == ("in.browse", 7)
@@ -55,9 +56,11 @@ async def test_an_event_the_engine_fails_on_is_dead_lettered_as_engine_error(
 
     monkeypatch.setattr(feature, "update", explode)  # features are shared by every engine
     await intake(world).handle([order(1, "ann")], acks={0: world.ack("batch")})
+    await world.release()  # the event is applied, and fails, once the watermark passes it
     await world.tagger.flush()
     [letter] = world.dead.values()
     assert letter["error_kind"] == "engine_error" and "a rule bug" in letter["reason"]
+    assert (letter["topic"], letter["offset"]) == ("in.orders", 1)
     assert world.acked == ["batch"]
 
 

@@ -79,6 +79,7 @@ class World:
             metrics=self.metrics,
             commit_interval_s=COMMIT_INTERVAL_S,
             clock=self.clock,
+            topic_of_stream={s: f"in.{s}" for s in ("orders", "browse", "logins", "accounts")},
         )
 
     def ack(self, label: str) -> Ack:
@@ -93,6 +94,11 @@ class World:
         """What the intake does with a batch: process, then settle its acks."""
         receipt = await self.tagger.process(events, acks={partition: self.ack(label)})
         await self.tagger.settle(receipt)
+
+    async def release(self) -> None:
+        """Let the wall clock pass the lateness and tick: waiting events are applied."""
+        self.clock.set_ms(int(self.clock() * 1000) + LATENESS_MS + 1)
+        await self.tagger.tick()
 
     def durable_users(self, partition: int = 0) -> set[str]:
         """Users whose state the broker confirmed on ``partition``'s changelog."""
@@ -206,6 +212,7 @@ async def test_a_lost_tag_change_is_sent_again_before_its_events_are_acked() -> 
     await world.tagger.assign([0])
     world.tags.fault.down()
     await world.feed([whale("ann")], "batch-1")
+    await world.release()
     await world.tagger.flush()
     assert world.acked == [] and world.tags.records == []
     world.tags.fault.up()
@@ -257,6 +264,7 @@ async def test_a_sink_outage_keeps_tagging_and_the_queue_drains_when_it_is_back(
     else:
         world.sink.fault.time_out(0.01)
     await world.feed([whale("ann")], "batch-1")
+    await world.release()
     await world.tagger.flush()
     assert [change["user_id"] for change in world.tags.values()] == ["ann"]
     assert world.acked == ["batch-1"]  # Kafka output and acks did not wait for Redis
