@@ -12,10 +12,18 @@ No stream's time runs ahead of the wall clock: an event stamped in the
 future (within the accepted skew) waits until the wall clock reaches it, so
 no single event, and no set of events, can move the watermark past
 ``now - lateness``.
+
+After a restart or a rebalance the owner **holds** every input stream until
+its consumer has read the backlog that was there at assignment: a held
+stream's time is the highest event time read from it, without the wall
+clock's help (so downtime does not count as time passed), and a held
+stream that has no time yet holds the whole partition. Nothing is judged
+before the backlog behind it is read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 __all__ = ["PartitionClock", "StreamClock"]
@@ -34,12 +42,31 @@ class StreamClock:
 class PartitionClock:
     """Watermark of one partition, over all its input streams."""
 
-    __slots__ = ("lateness_ms", "streams")
+    __slots__ = ("held", "lateness_ms", "streams")
 
     def __init__(self, *, lateness_ms: int) -> None:
         self.lateness_ms = lateness_ms
         #: stream -> its clock
         self.streams: dict[str, StreamClock] = {}
+        #: streams whose backlog is still being read (see the module docstring)
+        self.held: set[str] = set()
+
+    def hold(self, streams: Iterable[str], now_ms: int) -> None:
+        """Stop ``streams`` following the wall clock until :meth:`release` (a restart or a
+        new assignment: their backlog is unread). Downtime before ``now_ms`` is not time."""
+        for stream in streams:
+            self.held.add(stream)
+            clock = self.streams.get(stream)
+            if clock is not None:
+                clock.seen_at_wall_ms = now_ms
+
+    def release(self, stream: str, now_ms: int) -> None:
+        """``stream``'s backlog is read: from ``now_ms`` it follows the wall clock again."""
+        if stream in self.held:
+            self.held.discard(stream)
+            clock = self.streams.get(stream)
+            if clock is not None:
+                clock.seen_at_wall_ms = max(clock.seen_at_wall_ms, now_ms)
 
     def observe(self, stream: str, event_ts_ms: int, now_ms: int) -> None:
         """Record that an event of ``stream`` with time ``event_ts_ms`` was read at ``now_ms``."""
@@ -54,9 +81,13 @@ class PartitionClock:
     def watermark(self, now_ms: int) -> int | None:
         """Event time (ms) up to which everything is taken as seen; None before any event."""
         slowest: int | None = None
-        for clock in self.streams.values():
+        held = self.held
+        if held and any(stream not in self.streams for stream in held):
+            return None  # a stream with unread backlog and no time yet holds everything
+        for stream, clock in self.streams.items():
             high, seen_at = clock.highest_event_ms, clock.seen_at_wall_ms
-            time_ms = high + now_ms - seen_at if now_ms > seen_at else high
+            following_wall = stream not in held and now_ms > seen_at
+            time_ms = high + now_ms - seen_at if following_wall else high
             if time_ms > now_ms:
                 time_ms = now_ms
             if slowest is None or time_ms < slowest:

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import gc
 import logging
+from collections.abc import Mapping
 from typing import Any, cast
 
 import faust
@@ -126,7 +127,9 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         metrics=metrics_,
         max_future_skew_ms=settings.max_future_skew_ms,
     )
-    _follow_assignment(app, table, tagger, input_topics=set(stream_of_topic))
+    _follow_assignment(
+        app, table, tagger, input_topics=set(stream_of_topic), stream_of_topic=stream_of_topic
+    )
     _start_agent(app, inputs, intake)
     _start_timers(app, settings, intake, sink)
     register_pages(
@@ -192,8 +195,27 @@ def _senders(app: faust.App, settings: Settings) -> Senders:
     )
 
 
+async def _backlog_ends(
+    app: faust.App, tps: list[Any], stream_of_topic: Mapping[str, str]
+) -> dict[tuple[int, str], tuple[int, int]]:
+    """(partition, stream) -> (the consumer's position, the partition's end offset)."""
+    if not tps:
+        return {}
+    ends = await asyncio.wait_for(app.consumer.highwaters(*tps), timeout=10)
+    found = {}
+    for tp in tps:
+        position = await asyncio.wait_for(app.consumer.position(tp), timeout=10)
+        found[(tp.partition, stream_of_topic[tp.topic])] = (position or 0, ends.get(tp, 0))
+    return found
+
+
 def _follow_assignment(
-    app: faust.App, table: Any, tagger: LiveTagger, *, input_topics: set[str]
+    app: faust.App,
+    table: Any,
+    tagger: LiveTagger,
+    *,
+    input_topics: set[str],
+    stream_of_topic: Mapping[str, str],
 ) -> None:
     """Rebuild partitions once the table recovered; flush before partitions go."""
 
@@ -201,8 +223,15 @@ def _follow_assignment(
     async def rebuild_partitions() -> None:
         actives = app.assignor.assigned_actives()
         numbers = {tp.partition for tp in actives if tp.topic in input_topics}
+        new = numbers - set(tagger.partitions)
         await tagger.assign(numbers)
         log.info("own input partitions %s", sorted(numbers))
+        tps = [tp for tp in actives if tp.topic in input_topics and tp.partition in new]
+        try:
+            tagger.expect_backlog(await _backlog_ends(app, tps, stream_of_topic))
+        except Exception as exc:  # the broker did not say: judge as before, and say so
+            log.warning("could not learn the backlog's end (%r); not waiting for it", exc)
+            tagger.release_all()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def flush_before_revoke(app: faust.App, revoked: Any, **_: Any) -> None:

@@ -53,6 +53,9 @@ class Intake:
             now_ms=now_ms,
             max_future_skew_ms=self.max_future_skew_ms,
         )
+        self.tagger.note_read(
+            (m.partition, self.stream_of_topic[m.topic], m.offset) for m in messages
+        )
         # Events the engine rejects (too late, a rule bug) it dead-letters itself: they
         # may come out of a user's reorder buffer long after their batch.
         receipt = await self.tagger.process(batch.events, acks=acks)

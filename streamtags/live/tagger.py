@@ -163,6 +163,8 @@ class LiveTagger:
         self._acks: dict[int, list[Ack]] = {}
         self._outbox: list[_Shipment] = []
         self._flushing = asyncio.Lock()
+        #: (partition, stream) -> the offset its backlog at assignment ends at
+        self._backlog_ends: dict[tuple[int, str], int] = {}
 
     def now_ms(self) -> int:
         """Wall clock, epoch ms."""
@@ -205,6 +207,8 @@ class LiveTagger:
             for number in list(self.partitions):
                 if number not in wanted:
                     del self.partitions[number]
+                    for key in [k for k in self._backlog_ends if k[0] == number]:
+                        del self._backlog_ends[key]
                     self.dirty.pop(number, None)
                     self._acks.pop(number, None)
             for number in sorted(wanted - set(self.partitions)):
@@ -215,6 +219,11 @@ class LiveTagger:
         clock = self.store.get(number, self._clock_key(number))
         if clock is not None:
             part.clock.restore(orjson.loads(clock))
+        # Nothing is judged before the backlog behind it is read: every input stream
+        # waits for expect_backlog / note_read to say its consumer caught up.
+        part.clock.hold(
+            self.topic_of_stream or ("orders", "browse", "logins", "accounts"), self.now_ms()
+        )
         users = 0
         for key, raw in self.store.scan(number):
             try:
@@ -225,6 +234,45 @@ class LiveTagger:
             users += 1
         part.forget(list(part.states))  # keep the deadline index, not the states
         log.info("partition %d: %d users, next deadline %s", number, users, part.next_deadline_ms())
+
+    def expect_backlog(self, ends: Mapping[tuple[int, str], tuple[int, int]]) -> None:
+        """Say where each new (partition, stream)'s backlog ends: ``(position, end)``
+        offsets at assignment. A stream with nothing to read follows the wall clock
+        again at once; the others when :meth:`note_read` reaches their end."""
+        now_ms = self.now_ms()
+        for (number, stream), (position, end) in ends.items():
+            part = self.partitions.get(number)
+            if part is None:
+                continue
+            if position >= end:
+                part.clock.release(stream, now_ms)
+            else:
+                self._backlog_ends[(number, stream)] = end
+
+    def note_read(self, messages: Iterable[tuple[int, str, int]]) -> None:
+        """Messages read (partition, stream, offset), valid or not: release the streams
+        whose backlog at assignment is now read."""
+        if not self._backlog_ends:
+            return
+        now_ms = self.now_ms()
+        for number, stream, offset in messages:
+            end = self._backlog_ends.get((number, stream))
+            if end is not None and offset + 1 >= end:
+                del self._backlog_ends[(number, stream)]
+                part = self.partitions.get(number)
+                if part is not None:
+                    part.clock.release(stream, now_ms)
+                log.info(
+                    "partition %d: %s backlog read; its time follows the clock", number, stream
+                )
+
+    def release_all(self) -> None:
+        """Stop waiting for backlogs (their ends could not be learnt): old behaviour."""
+        now_ms = self.now_ms()
+        self._backlog_ends.clear()
+        for part in self.partitions.values():
+            for stream in list(part.clock.held):
+                part.clock.release(stream, now_ms)
 
     # -- work -------------------------------------------------------------------
 

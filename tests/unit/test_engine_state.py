@@ -86,3 +86,15 @@ def test_a_partition_clock_round_trips_through_its_changelog_list() -> None:
         "browse": StreamClock(highest_event_ms=T0 + 9, seen_at_wall_ms=T0 + 7),
         "orders": StreamClock(highest_event_ms=T0, seen_at_wall_ms=T0 + 5),
     }
+
+
+def test_a_held_stream_does_not_follow_the_wall_clock_until_released() -> None:
+    clock = PartitionClock(lateness_ms=0)
+    clock.observe("browse", T0, T0)
+    clock.observe("orders", T0, T0)
+    clock.hold(["orders", "logins"], T0 + 1000)
+    assert clock.watermark(T0 + 60_000) is None  # logins: unread backlog, no time yet
+    clock.release("logins", T0 + 1000)
+    assert clock.watermark(T0 + 60_000) == T0  # orders is held at its highest event time
+    clock.release("orders", T0 + 2000)
+    assert clock.watermark(T0 + 60_000) == T0 + 58_000  # it follows the clock from release

@@ -27,7 +27,7 @@ def intake(world: World) -> Intake:
 
 async def test_invalid_messages_are_dead_lettered_and_the_rest_are_tagged() -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     garbage = RawMessage("in.browse", 0, 7, b"bob", b"{not json")
     await intake(world).handle([order(1, "ann"), garbage], acks={0: world.ack("batch")})
     await world.release()
@@ -48,7 +48,7 @@ async def test_an_event_the_engine_fails_on_is_dead_lettered_as_engine_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     feature = next(f for f in world.tagger.engine.features.values() if f.streams == ("orders",))
 
     def explode(data: Any, event: Any, tz: str | None) -> Any:
@@ -66,7 +66,7 @@ async def test_an_event_the_engine_fails_on_is_dead_lettered_as_engine_error(
 
 async def test_a_batch_is_not_acked_before_its_dead_letters_land() -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     world.dead.fault.down()
     garbage = RawMessage("in.browse", 0, 7, b"bob", b"{not json")
     await intake(world).handle([garbage], acks={0: world.ack("batch")})

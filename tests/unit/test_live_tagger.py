@@ -33,6 +33,7 @@ T0 = 1_795_341_600_000  # event time, epoch ms
 MINUTE = 60_000
 LATENESS_MS = 10_000
 COMMIT_INTERVAL_S = 1.0
+STREAMS = ("orders", "browse", "logins", "accounts")
 
 
 class Clock:
@@ -79,7 +80,7 @@ class World:
             metrics=self.metrics,
             commit_interval_s=COMMIT_INTERVAL_S,
             clock=self.clock,
-            topic_of_stream={s: f"in.{s}" for s in ("orders", "browse", "logins", "accounts")},
+            topic_of_stream={s: f"in.{s}" for s in STREAMS},
         )
 
     def ack(self, label: str) -> Ack:
@@ -94,6 +95,11 @@ class World:
         """What the intake does with a batch: process, then settle its acks."""
         receipt = await self.tagger.process(events, acks={partition: self.ack(label)})
         await self.tagger.settle(receipt)
+
+    async def assign(self, numbers: list[int]) -> None:
+        """Own ``numbers``, with no backlog to wait for (nothing is behind)."""
+        await self.tagger.assign(numbers)
+        self.tagger.expect_backlog({(n, s): (0, 0) for n in numbers for s in STREAMS})
 
     async def release(self) -> None:
         """Let the wall clock pass the lateness and tick: waiting events are applied."""
@@ -160,7 +166,7 @@ async def fire_carts(world: World) -> None:
 
 async def test_events_are_acked_only_once_the_changelog_confirms_their_state() -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     world.store.fault.slow(0.05)
     await world.feed([whale("ann")], "batch-1")
     flushing = asyncio.create_task(world.tagger.flush())
@@ -175,7 +181,7 @@ async def test_a_flush_waits_for_another_tasks_flush_before_acking() -> None:
     """Issue 9 item 2: a timer flush took the dirty users of a batch that registered
     its acks afterwards; the agent's flush must not ack them before those writes land."""
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     world.store.fault.hold()
     world.sink.fault.hold()  # the batch stops in the middle: state changed, acks not yet in
     batch = asyncio.create_task(world.feed([whale("ann")], "batch-1"))
@@ -195,7 +201,7 @@ async def test_a_flush_waits_for_another_tasks_flush_before_acking() -> None:
 
 async def test_a_changelog_write_that_fails_keeps_its_events_unacked_until_a_retry_lands() -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     await world.feed([whale("ann")], "batch-1")
     world.store.fault.down()
     assert await world.tagger.flush() == 0
@@ -209,7 +215,7 @@ async def test_a_changelog_write_that_fails_keeps_its_events_unacked_until_a_ret
 
 async def test_a_lost_tag_change_is_sent_again_before_its_events_are_acked() -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     world.tags.fault.down()
     await world.feed([whale("ann")], "batch-1")
     await world.release()
@@ -223,7 +229,7 @@ async def test_a_lost_tag_change_is_sent_again_before_its_events_are_acked() -> 
 
 async def test_dead_letters_land_before_the_events_behind_them_are_acked() -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     world.dead.fault.hold()
     receipt = await world.tagger.process([], acks={0: world.ack("rejects")})
     await world.tagger.settle(receipt, dead_letters=[(b"k", b"{}")])
@@ -237,7 +243,7 @@ async def test_dead_letters_land_before_the_events_behind_them_are_acked() -> No
 
 async def test_a_flush_is_due_only_with_work_waiting_and_the_commit_interval_past() -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     world.clock.set_ms(T0 + 5_000)
     assert not world.tagger.flush_due()  # nothing waiting
     await world.feed([whale("ann")], "batch-1")
@@ -258,7 +264,7 @@ async def test_a_sink_outage_keeps_tagging_and_the_queue_drains_when_it_is_back(
     outage: str,
 ) -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     if outage == "down":
         world.sink.fault.down()
     else:
@@ -282,7 +288,7 @@ async def test_a_sink_outage_keeps_tagging_and_the_queue_drains_when_it_is_back(
 
 async def test_a_trigger_is_sent_and_recorded_as_sent_once_delivered() -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     await world.feed([cart("ann")], "batch-1")
     await fire_carts(world)
     [trigger] = world.triggers.values()
@@ -291,12 +297,12 @@ async def test_a_trigger_is_sent_and_recorded_as_sent_once_delivered() -> None:
 
 async def test_a_trigger_recorded_sent_is_never_sent_again_after_a_crash() -> None:
     first = World()
-    await first.tagger.assign([0])
+    await first.assign([0])
     await first.feed([cart("ann")], "batch-1")
     await fire_carts(first)
     # Crash before the flush: the fired deadline never reached the changelog.
     second = World(store=first.store.restarted(), ledger=first.ledger)
-    await second.tagger.assign([0])
+    await second.assign([0])
     await second.feed([cart("ann")], "replayed")
     await fire_carts(second)
     await second.tagger.flush()
@@ -307,7 +313,7 @@ async def test_a_trigger_recorded_sent_is_never_sent_again_after_a_crash() -> No
 
 async def test_a_trigger_left_pending_is_sent_again_after_a_crash() -> None:
     first = World()
-    await first.tagger.assign([0])
+    await first.assign([0])
     first.triggers.fault.hold()  # claimed, never delivered: the worker dies here
     await first.feed([cart("ann")], "batch-1")
     firing = asyncio.create_task(fire_carts(first))
@@ -315,7 +321,7 @@ async def test_a_trigger_left_pending_is_sent_again_after_a_crash() -> None:
     assert list(first.ledger.states.values()) == ["pending"]
     firing.cancel()
     second = World(store=first.store.restarted(), ledger=first.ledger)
-    await second.tagger.assign([0])
+    await second.assign([0])
     await second.feed([cart("ann")], "replayed")
     await fire_carts(second)
     assert len(second.triggers.records) == 1
@@ -325,7 +331,7 @@ async def test_a_trigger_left_pending_is_sent_again_after_a_crash() -> None:
 @pytest.mark.parametrize("outage", ["down", "timeout"])
 async def test_an_unreachable_guard_lets_triggers_through(outage: str) -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     if outage == "down":
         world.ledger.fault.down()
     else:
@@ -346,7 +352,7 @@ async def test_a_revoke_waits_for_the_running_flush_which_loses_nothing() -> Non
     everything it took; changes and acks of a partition revoked after it are dropped,
     never written or acked here (the new owner re-reads those events)."""
     world = World()
-    await world.tagger.assign([0, 1])
+    await world.assign([0, 1])
     await world.feed([whale("ann", partition=0)], "p0", partition=0)
     await world.feed([whale("bob", partition=1)], "p1", partition=1)
     world.store.fault.hold()
@@ -373,13 +379,13 @@ async def test_a_batch_whose_partition_is_revoked_while_it_runs_is_not_acked(
     comes_back: bool,
 ) -> None:
     world = World()
-    await world.tagger.assign([0, 1])
+    await world.assign([0, 1])
     world.sink.fault.hold()
     batch = asyncio.create_task(world.feed([whale("bob", partition=1)], "p1", partition=1))
     await spin()
-    await world.tagger.assign([0])
+    await world.assign([0])
     if comes_back:  # revoked and assigned again: its unwritten changes are gone all the same
-        await world.tagger.assign([0, 1])
+        await world.assign([0, 1])
     world.sink.fault.release()
     await batch
     await world.tagger.flush()
@@ -389,10 +395,44 @@ async def test_a_batch_whose_partition_is_revoked_while_it_runs_is_not_acked(
 
 async def test_a_partition_assigned_again_rebuilds_its_deadlines_from_the_store() -> None:
     world = World()
-    await world.tagger.assign([0])
+    await world.assign([0])
     await world.feed([cart("ann")], "batch-1")
     await world.tagger.flush()
-    await world.tagger.assign([])
+    await world.assign([])
+    await world.assign([0])
+    await fire_carts(world)
+    assert [trigger["user_id"] for trigger in world.triggers.values()] == ["ann"]
+
+
+async def test_after_a_restart_no_deadline_is_judged_before_the_backlog_behind_it_is_read() -> None:
+    """Issue 9: the cart's order sat in the backlog while the worker was down."""
+    world = World()
+    await world.assign([0])
+    await world.feed([cart("ann")], "batch-1")
+    world.clock.set_ms(T0 + 20_000)  # the cart event is applied and stored
+    await world.tagger.tick()
+    await world.tagger.flush()
+    await world.assign([])  # the worker goes away ...
+    world.clock.set_ms(T0 + 60 * MINUTE)  # ... and comes back long after the deadline
     await world.tagger.assign([0])
+    world.tagger.expect_backlog({(0, s): (0, 5 if s == "orders" else 0) for s in STREAMS})
+    await world.tagger.tick()
+    assert world.triggers.values() == []  # the orders backlog is unread: nothing is due
+    order = ev("orders", 4, 14 * MINUTE, "ann", status="created", cart_id="cart-ann")
+    world.tagger.note_read([(0, "orders", 4)])  # the backlog's last message
+    await world.feed([order], "batch-2")
+    world.clock.set_ms(T0 + 61 * MINUTE)
+    await world.tagger.tick()
+    assert world.triggers.values() == []  # the order in the backlog cancelled the cart
+    assert "cart_abandoned" not in {c["tag"] for c in world.tags.values()}
+
+
+async def test_a_stream_with_nothing_to_read_follows_the_clock_at_once_after_assignment() -> None:
+    world = World()
+    await world.assign([0])
+    await world.feed([cart("ann")], "batch-1")
+    await world.tagger.flush()
+    await world.assign([])
+    await world.assign([0])  # every stream's backlog is empty
     await fire_carts(world)
     assert [trigger["user_id"] for trigger in world.triggers.values()] == ["ann"]
