@@ -109,13 +109,6 @@ class _WakeUps:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def lower(self, user_id: str, due: int) -> None:
-        """Wake ``user_id`` at ``due`` unless it wakes earlier already."""
-        current = self.due_by_user.get(user_id)
-        if current is None or due < current:
-            self.due_by_user[user_id] = due
-            heapq.heappush(self.heap, (due, user_id))
-
     def pop_due(self, watermark: int) -> Iterator[str]:
         """Users due at or before ``watermark``, earliest first, including any the
         caller re-schedules within it while iterating."""
@@ -148,7 +141,10 @@ class Partition:
         self._router = engine.router
         self._tags = engine.tags
         self._deadlines = engine.deadlines
-        self._wakeups = _WakeUps()
+        #: users with deadlines, expiries or rechecks, by when the next comes due
+        self._timers = _WakeUps()
+        #: ``(event time, user)`` of every waiting event (stale once released)
+        self._waiting: list[tuple[int, str]] = []
 
     # -- state access ---------------------------------------------------------
 
@@ -193,7 +189,11 @@ class Partition:
 
     def next_deadline_ms(self) -> int | None:
         """The earliest event time at which :meth:`advance` has work, if any."""
-        return self._wakeups.earliest()
+        due = self._timers.earliest()
+        waiting = self._waiting
+        if waiting and (due is None or waiting[0][0] < due):
+            return waiting[0][0]
+        return due
 
     def watermark(self, now_ms: int) -> int | None:
         """The partition's watermark at wall-clock ``now_ms``."""
@@ -211,7 +211,7 @@ class Partition:
 
     def advance(self, now_ms: int) -> Output:
         """Apply waiting events and fire deadlines, expiries and re-checks, in event-time
-        order, up to the watermark at wall-clock ``now_ms``."""
+        order per user, up to the watermark at wall-clock ``now_ms``."""
         out = Output()
         watermark = self.clock.watermark(now_ms)
         if watermark is None:
@@ -219,11 +219,18 @@ class Partition:
         # Strictly before the watermark: an event stamped exactly at it may still be
         # read (it is no more than the lateness behind the latest event).
         settle_to = watermark - 1
-        for user_id in self._wakeups.pop_due(settle_to):
+        waiting = self._waiting
+        states = self.states
+        pop = heapq.heappop
+        while waiting and waiting[0][0] <= settle_to:
+            user_id = pop(waiting)[1]
+            state = states.get(user_id) or self.state(user_id)
+            if state.buffer:
+                self._release(UserTurn(user_id, state, now_ms, out), settle_to)
+        for user_id in self._timers.pop_due(settle_to):
             state = self.state(user_id)
-            self._catch_up(UserTurn(user_id, state, now_ms, out), settle_to)
-            out.dirty.add(user_id)
-            self._schedule(user_id, state)
+            self._tick(UserTurn(user_id, state, now_ms, out), settle_to)
+            self._timers.set(user_id, self._time_due(state))
         return out
 
     # -- admission and release ----------------------------------------------------
@@ -237,7 +244,7 @@ class Partition:
             out.rejected.append(Rejection(decoded, "future_timestamp", reason))
             return
         user_id = event.user_id
-        state = self.state(user_id)
+        state = self.states.get(user_id) or self.state(user_id)
         source = decoded.source
         if decoded.offset <= state.offsets.get(source, -1):
             return  # a redelivery: already waiting, applied or rejected
@@ -259,40 +266,56 @@ class Partition:
                 return
         buffer.append(decoded)
         self.clock.observe(source, event.ts, now_ms)
-        self._wakeups.lower(user_id, event.ts)
+        heapq.heappush(self._waiting, (event.ts, user_id))
 
-    def _catch_up(self, turn: UserTurn, settle_to: int) -> None:
-        """Apply the user's waiting events up to ``settle_to``, in order, each after the
-        time-driven work that falls before it; then settle the user up to it."""
+    def _release(self, turn: UserTurn, settle_to: int) -> None:
+        """Apply the user's waiting events up to ``settle_to`` in event-time order, each
+        after the user's deadlines, expiries and re-checks that fall before it."""
         state = turn.state
-        if state.buffer:
-            ready = [d for d in state.buffer if d.event.ts <= settle_to]
-            if ready:
-                state.buffer = [d for d in state.buffer if d.event.ts > settle_to]
-                if len(ready) > 1:
-                    ready.sort(key=_read_order)
-                for decoded in ready:
-                    ts = decoded.event.ts
-                    due = self._time_due(state)
-                    if due is not None and due < ts:
-                        self._tick(turn, ts - 1)
-                    self._apply(decoded, turn)
-        self._tick(turn, settle_to)
+        buffer = state.buffer
+        if len(buffer) == 1:  # the common case, kept cheap
+            if buffer[0].event.ts > settle_to:
+                return
+            ready = buffer
+            state.buffer = []
+        else:
+            ready = [d for d in buffer if d.event.ts <= settle_to]
+            state.buffer = [d for d in buffer if d.event.ts > settle_to]
+            ready.sort(key=_read_order)
+        user_id = turn.user_id
+        timers = self._timers
+        due_by_user = timers.due_by_user
+        out = turn.out
+        for decoded in ready:
+            due = due_by_user.get(user_id)
+            if due is not None and due < decoded.event.ts:
+                self._tick(turn, decoded.event.ts - 1)
+                timers.set(user_id, self._time_due(state))
+            changes_before = len(out.changes)
+            armed = self._apply(decoded, turn)
+            # Only a new deadline or a tag change can need an earlier wake-up; one that
+            # moved later or went away is found (and rescheduled) when it comes due.
+            if armed or len(out.changes) != changes_before:
+                timers.set(user_id, self._time_due(state))
+        out.dirty.add(user_id)
 
-    def _apply(self, decoded: Decoded, turn: UserTurn) -> None:
-        """One event's steps; a rule that raises leaves no output for the event."""
+    def _apply(self, decoded: Decoded, turn: UserTurn) -> bool:
+        """One event's steps (True when it armed a deadline); a rule that raises leaves
+        no output for the event."""
         out = turn.out
         changes_before, triggers_before = len(out.changes), len(out.triggers)
+        event = decoded.event
+        state = turn.state
+        if event.ts > state.processed_to_ms:
+            state.processed_to_ms = event.ts
         try:
-            self._steps(decoded.event, decoded.source, turn)
+            return self._steps(event, decoded.source, turn)
         except Exception as exc:  # a rule bug must not stop the events behind it
             del out.changes[changes_before:]
             del out.triggers[triggers_before:]
             reason = f"engine error: {type(exc).__name__}: {exc}"
             out.rejected.append(Rejection(decoded, "engine_error", reason))
-        state = turn.state
-        if decoded.event.ts > state.processed_to_ms:
-            state.processed_to_ms = decoded.event.ts
+            return False
 
     def _skew_s(self) -> int:
         return self.engine.max_future_skew_ms // 1000
@@ -338,6 +361,7 @@ class Partition:
         state.processed_to_ms = settle_to_ms
         self._router.prune(state, max(state.latest_ts, settle_to_ms) - self.engine.lateness_ms)
         self._deadlines.forget_markers(state, settle_to_ms)
+        turn.out.dirty.add(turn.user_id)
 
     def _time_due(self, state: UserState) -> int | None:
         """When the user's next deadline, expiry or recheck comes due, if any."""
@@ -352,11 +376,9 @@ class Partition:
 
     def _schedule(self, user_id: str, state: UserState) -> None:
         """Wake the user when a waiting event or time-driven work comes due."""
-        due = self._time_due(state)
+        self._timers.set(user_id, self._time_due(state))
         for decoded in state.buffer:
-            if due is None or decoded.event.ts < due:
-                due = decoded.event.ts
-        self._wakeups.set(user_id, due)
+            heapq.heappush(self._waiting, (decoded.event.ts, user_id))
 
 
 def _read_order(decoded: Decoded) -> tuple[int, str, str]:
