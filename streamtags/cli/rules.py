@@ -62,8 +62,19 @@ def _test(args: argparse.Namespace, settings: Settings) -> int:
     from streamtags.offline.replay import Rejected, Replay, read_events
 
     ruleset = _load(args.rules, settings)
+    until: int | None = None
+    if args.until:
+        try:
+            until = parse_event_time(int(args.until) if args.until.isdigit() else args.until)
+        except ValueError as exc:
+            print(f"{args.prog}: --until: {exc}", file=sys.stderr)
+            return 2
+    lateness_ms = args.lateness_ms if args.lateness_ms is not None else settings.lateness_ms
     replay = Replay(
-        ruleset, args.lateness_ms if args.lateness_ms is not None else settings.lateness_ms
+        ruleset,
+        lateness_ms,
+        max_future_skew_ms=settings.max_future_skew_ms,
+        end_ms=until,
     )
     events = []
     rejected = 0
@@ -74,12 +85,7 @@ def _test(args: argparse.Namespace, settings: Settings) -> int:
         else:
             events.append(item)
     replay.feed(events)
-    if args.until:
-        try:
-            until = parse_event_time(int(args.until) if args.until.isdigit() else args.until)
-        except ValueError as exc:
-            print(f"{args.prog}: --until: {exc}", file=sys.stderr)
-            return 2
+    if until is not None:
         replay.until(until)
     else:
         replay.settle()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamtags.contracts.codec import decode_event
+from streamtags.contracts.events import LATEST_TS_MS
 from streamtags.contracts.ingest import Decoded
 from streamtags.contracts.recordings import outgoing_from_line
 from streamtags.engine.partition import Change, Engine, Output, Partition, Rejection, Trigger
@@ -76,6 +77,9 @@ class Replay:
     rejections: list[Rejection] = field(default_factory=list)
     #: the simulated wall clock: the recording's progress (epoch ms)
     now_ms: int = 0
+    #: where the recording ends (``--until``), if known: no event is later than it plus
+    #: the skew, so even a last event cannot be an outlier that moves the clock
+    end_ms: int | None = None
 
     def __post_init__(self) -> None:
         self.engine = Engine(
@@ -93,14 +97,16 @@ class Replay:
         event far ahead of the clock moves it when a later event (among the next
         :data:`CONFIRM_WITHIN_EVENTS`) is stamped near it too. A lone outlier is not:
         it is rejected (``future_timestamp``) as the live worker rejects an event
-        stamped ahead of its wall clock, and moves nothing."""
+        stamped ahead of its wall clock, and moves nothing. So is any event stamped
+        after the recording's known end (:attr:`end_ms`) plus the skew."""
         batch = list(events)
         skew = self.max_future_skew_ms
+        latest_possible = self.end_ms + skew if self.end_ms is not None else LATEST_TS_MS
         for index, decoded in enumerate(batch):
             ts = decoded.event.ts
             if ts <= self.now_ms + skew:
                 self.now_ms = max(self.now_ms, ts)
-            elif not self.now_ms or _confirmed(batch, index, skew):
+            elif ts <= latest_possible and (not self.now_ms or _confirmed(batch, index, skew)):
                 self.now_ms = ts  # the first event, or a quiet spell the next events confirm
             if ts <= self.now_ms:
                 self._latest_ms = max(self._latest_ms, ts)

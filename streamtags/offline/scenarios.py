@@ -164,7 +164,7 @@ def run_scenario(scenario: Scenario, ruleset: Ruleset, *, lateness_ms: int) -> S
     """Replay a scenario on a simulated clock and check its expectations."""
     from streamtags.offline.replay import Replay
 
-    replay = Replay(ruleset, lateness_ms)
+    replay = Replay(ruleset, lateness_ms, end_ms=scenario.until_ms)
     replay.feed(scenario.events)
     if scenario.until_ms is not None:
         replay.until(scenario.until_ms)
