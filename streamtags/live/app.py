@@ -26,6 +26,7 @@ from streamtags.contracts.ingest import RawMessage
 from streamtags.engine.partition import Engine
 from streamtags.live.faust_internals import take_unacked
 from streamtags.live.intake import Intake
+from streamtags.live.kafka_client import faust_credentials
 from streamtags.live.metrics import Metrics
 from streamtags.live.seams import Delivery
 from streamtags.live.table_store import TableStore
@@ -137,6 +138,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             timeout_ms=max(settings.redis_timeout_ms, 200),
         ),
         metrics=metrics_,
+        token=settings.web_token.reveal() or None,
+        evidence=settings.web_evidence,
         health=lambda: {
             "status": "ok",
             "app_id": settings.app_id,
@@ -152,6 +155,7 @@ def _faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings.kafka_security),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -285,6 +289,7 @@ def run_worker(settings: Settings) -> None:
             [*settings.inputs.by_stream().values(), *dataclasses.astuple(settings.outputs)],
             bootstrap=settings.kafka_bootstrap,
             partitions=settings.partitions,
+            security=settings.kafka_security,
             replication_factor=settings.replication_factor,
         )
     )
