@@ -279,9 +279,10 @@ def _start_timers(app: faust.App, settings: Settings, intake: Intake, sink: Redi
 def run_worker(settings: Settings) -> None:
     """Run a worker in the foreground until it is stopped (Ctrl-C or SIGTERM).
 
-    Raises :class:`~streamtags.rulebook.RuleError` for a broken rule and
-    :class:`~streamtags.topics.TopicMismatch` for a wrongly partitioned topic,
-    before anything is consumed.
+    Raises :class:`~streamtags.rulebook.RuleError` for a broken rule,
+    :class:`~streamtags.topics.TopicMismatch` for a wrongly partitioned topic
+    and :class:`~streamtags.errors.KafkaUnavailable` when Kafka is out of reach
+    or refuses the login, before anything is consumed.
     """
     load_rules(settings.rules_dir, time_scale=settings.time_scale)  # fail at load, not mid-stream
     asyncio.run(

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: The logger aiokafka's connections write each request and response to.
-AIOKAFKA_CONNECTION_LOGGER = "aiokafka.conn"
+_AIOKAFKA_CONNECTION_LOGGER = "aiokafka.conn"
 
 
 class SaslExchangeRedactor(logging.Filter):
@@ -72,7 +72,7 @@ def _is_sasl_exchange(arg: object) -> bool:
 
 def _redact_sasl_exchanges() -> None:
     """Put one :class:`SaslExchangeRedactor` on aiokafka's connection logger."""
-    logger = logging.getLogger(AIOKAFKA_CONNECTION_LOGGER)
+    logger = logging.getLogger(_AIOKAFKA_CONNECTION_LOGGER)
     if not any(isinstance(existing, SaslExchangeRedactor) for existing in logger.filters):
         logger.addFilter(SaslExchangeRedactor())
 
@@ -164,13 +164,16 @@ async def check_reachable(
             )
             return
         except (OSError, KafkaError, TimeoutError) as exc:
-            reasons.append(f"{host}:{port}: {_reason(exc, security)}")
+            reasons.append(f"{host}:{port}: {_reason(exc, security, timeout_ms)}")
     raise KafkaUnavailable(
         f"cannot use Kafka at {bootstrap} ({security.describe()}): {'; '.join(reasons)}"
     )
 
 
 async def _ask_metadata(host: str, port: int, options: dict[str, Any], timeout_ms: int) -> None:
+    # aiokafka's own bootstrap step (AIOKafkaClient.bootstrap), minus its habit of logging
+    # the reason and raising a reasonless "Unable to bootstrap"; public names of aiokafka
+    # 0.14's conn and protocol modules.
     connection = await create_conn(host, port, request_timeout_ms=timeout_ms, **options)
     try:
         await connection.send(MetadataRequest([]))
@@ -178,7 +181,9 @@ async def _ask_metadata(host: str, port: int, options: dict[str, Any], timeout_m
         connection.close()
 
 
-def _reason(exc: BaseException, security: KafkaSecurity) -> str:
+def _reason(exc: BaseException, security: KafkaSecurity, timeout_ms: int) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_ms} ms"
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, IllegalSaslStateError):
         # what a SASL client gets from a listener that expects no login
