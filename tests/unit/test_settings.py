@@ -125,7 +125,7 @@ def test_tls_files_are_read_when_they_exist(tmp_path: Path) -> None:
             "PLAINTEXT does not log in; use SASL_PLAINTEXT or SASL_SSL",
         ),
         (
-            {"STREAMTAGS_KAFKA_SSL_CAFILE": "/etc/hostname"},
+            {"STREAMTAGS_KAFKA_SSL_CAFILE": __file__},
             "STREAMTAGS_KAFKA_SSL_CAFILE is set but STREAMTAGS_KAFKA_SECURITY_PROTOCOL="
             "PLAINTEXT does not use TLS; use SSL or SASL_SSL",
         ),
@@ -139,7 +139,7 @@ def test_tls_files_are_read_when_they_exist(tmp_path: Path) -> None:
         (
             {
                 "STREAMTAGS_KAFKA_SECURITY_PROTOCOL": "SSL",
-                "STREAMTAGS_KAFKA_SSL_KEYFILE": "/etc/hostname",
+                "STREAMTAGS_KAFKA_SSL_KEYFILE": __file__,
             },
             "STREAMTAGS_KAFKA_SSL_KEYFILE needs STREAMTAGS_KAFKA_SSL_CERTFILE",
         ),
