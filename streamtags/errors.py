@@ -10,7 +10,8 @@
     │   │   └── FeatureSpecError  a feature or ``where`` filter cannot be compiled
     │   ├── ScenarioError         a scenario file: says file:line and reason
     │   ├── RecordingError        a recorded JSON Lines file has a line it cannot use
-    │   └── TopicMismatch         a Kafka topic has the wrong partition count
+    │   ├── TopicMismatch         a Kafka topic has the wrong partition count
+    │   └── KafkaUnavailable      no broker answered, or the brokers refused the credentials
     └── DataError                 found in the data while running; never stops a worker
         ├── InvalidEvent          an input message breaks the contract (dead-lettered)
         ├── StateFormatError      stored state bytes cannot be read
@@ -33,6 +34,7 @@ __all__ = [
     "ExpressionError",
     "FeatureSpecError",
     "InvalidEvent",
+    "KafkaUnavailable",
     "LoadError",
     "RecordingError",
     "RuleError",
@@ -101,6 +103,10 @@ class RecordingError(LoadError):
 
 class TopicMismatch(LoadError):
     """A topic exists with a partition count streamtags cannot use."""
+
+
+class KafkaUnavailable(LoadError):
+    """No bootstrap server could be reached, spoken to and logged in to; says why for each."""
 
 
 ErrorKind = Literal[

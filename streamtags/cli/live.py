@@ -55,6 +55,29 @@ def _tags(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _started_consumer(settings: Settings, *topics: str, auto_offset_reset: str) -> Any:
+    """A started group-less consumer of ``topics``, logged in as the settings say.
+
+    Raises :class:`~streamtags.errors.KafkaUnavailable` (one line, exit 2)
+    when Kafka is out of reach or refuses the login.
+    """
+    from aiokafka import AIOKafkaConsumer
+
+    from streamtags.live.kafka_client import check_reachable, client_options
+
+    await check_reachable(bootstrap=settings.kafka_bootstrap, security=settings.kafka_security)
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        auto_offset_reset=auto_offset_reset,
+        enable_auto_commit=False,
+        **client_options(settings.kafka_security),
+    )
+    await consumer.start()
+    return consumer
+
+
 async def _follow(
     settings: Settings,
     topics: list[str],
@@ -63,16 +86,9 @@ async def _follow(
     limit: int | None,
     timeout_s: float | None,
 ) -> int:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=False,
+    consumer = await _started_consumer(
+        settings, *topics, auto_offset_reset="earliest" if from_beginning else "latest"
     )
-    await consumer.start()
     seen = 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s if timeout_s else None
@@ -149,13 +165,21 @@ async def _simulate_to_file(args: argparse.Namespace, plan: Any) -> int:
 async def _simulate_to_kafka(args: argparse.Namespace, settings: Settings, plan: Any) -> int:
     from aiokafka import AIOKafkaProducer
 
+    from streamtags.live.kafka_client import client_options
     from streamtags.live.topics import ensure_topics
 
     topics = settings.inputs.by_stream()
     await ensure_topics(
-        topics.values(), bootstrap=settings.kafka_bootstrap, partitions=settings.partitions
+        topics.values(),
+        bootstrap=settings.kafka_bootstrap,
+        partitions=settings.partitions,
+        security=settings.kafka_security,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        linger_ms=5,
+        **client_options(settings.kafka_security),
+    )
     await producer.start()
     try:
 
@@ -174,16 +198,9 @@ async def _simulate_to_kafka(args: argparse.Namespace, settings: Settings, plan:
 
 
 async def _applied_tags(settings: Settings, timeout_s: float) -> set[tuple[str, str]]:
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        settings.outputs.tags,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+    consumer = await _started_consumer(
+        settings, settings.outputs.tags, auto_offset_reset="earliest"
     )
-    await consumer.start()
     applied: set[tuple[str, str]] = set()
     try:
         idle = 0

@@ -65,6 +65,7 @@ def _cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
             bootstrap=settings.kafka_bootstrap,
             topics=settings.inputs,
             partitions=settings.partitions,
+            security=settings.kafka_security,
         )
     )
     print(f"produced {sent} messages to {settings.kafka_bootstrap}")

@@ -10,6 +10,7 @@ coalesced state writes, outputs, the one owner of flush-and-ack),
 changelog), :mod:`~streamtags.live.faust_internals` (every private Faust API
 used, in one place), :mod:`~streamtags.live.web` (the pages),
 :mod:`~streamtags.live.topics` (creating and checking topics),
+:mod:`~streamtags.live.kafka_client` (how every Kafka client connects and logs in),
 :mod:`~streamtags.live.producing` (sending recordings) and
 :mod:`~streamtags.live.metrics`.
 """

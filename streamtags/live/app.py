@@ -27,6 +27,7 @@ from streamtags.contracts.ingest import RawMessage
 from streamtags.engine.partition import Engine
 from streamtags.live.faust_internals import take_unacked
 from streamtags.live.intake import Intake
+from streamtags.live.kafka_client import faust_credentials
 from streamtags.live.metrics import Metrics
 from streamtags.live.seams import Delivery
 from streamtags.live.table_store import TableStore
@@ -140,6 +141,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
             timeout_ms=max(settings.redis_timeout_ms, 200),
         ),
         metrics=metrics_,
+        token=settings.web_token.reveal() or None,
+        evidence=settings.web_evidence,
         health=lambda: {
             "status": "ok",
             "app_id": settings.app_id,
@@ -155,6 +158,7 @@ def _faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings.kafka_security),
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -304,9 +308,10 @@ def _start_timers(app: faust.App, settings: Settings, intake: Intake, sink: Redi
 def run_worker(settings: Settings) -> None:
     """Run a worker in the foreground until it is stopped (Ctrl-C or SIGTERM).
 
-    Raises :class:`~streamtags.rulebook.RuleError` for a broken rule and
-    :class:`~streamtags.topics.TopicMismatch` for a wrongly partitioned topic,
-    before anything is consumed.
+    Raises :class:`~streamtags.rulebook.RuleError` for a broken rule,
+    :class:`~streamtags.topics.TopicMismatch` for a wrongly partitioned topic
+    and :class:`~streamtags.errors.KafkaUnavailable` when Kafka is out of reach
+    or refuses the login, before anything is consumed.
     """
     load_rules(settings.rules_dir, time_scale=settings.time_scale)  # fail at load, not mid-stream
     asyncio.run(
@@ -314,6 +319,7 @@ def run_worker(settings: Settings) -> None:
             [*settings.inputs.by_stream().values(), *dataclasses.astuple(settings.outputs)],
             bootstrap=settings.kafka_bootstrap,
             partitions=settings.partitions,
+            security=settings.kafka_security,
             replication_factor=settings.replication_factor,
         )
     )

@@ -3,7 +3,8 @@
 Every input topic, every output topic and the engine's internal topics
 must exist with the same partition count: streamtags relies on
 co-partitioning by ``user_id``. A topic that exists with another count
-stops the worker at start-up with a clear message.
+stops the worker at start-up with a clear message. So does a broker that
+cannot be reached or refuses the credentials (:class:`KafkaUnavailable`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from streamtags.errors import TopicMismatch
+from streamtags.live.kafka_client import check_reachable, client_options
+from streamtags.settings import KafkaSecurity
 
 __all__ = ["ensure_topics"]
+
+#: No TLS, no login: the local stack, tests and benchmarks.
+_PLAINTEXT = KafkaSecurity()
 
 
 async def ensure_topics(
@@ -24,14 +30,22 @@ async def ensure_topics(
     *,
     bootstrap: str,
     partitions: int,
+    security: KafkaSecurity = _PLAINTEXT,
     replication_factor: int = 1,
     compacted: Iterable[str] = (),
     timeout_ms: int = 15_000,
 ) -> None:
-    """Create missing topics; raise :class:`TopicMismatch` on a wrong partition count."""
+    """Create missing topics; raise :class:`TopicMismatch` on a wrong partition count.
+
+    Connects with ``security`` (plaintext by default); raises
+    :class:`KafkaUnavailable` when no broker answers or the login is refused.
+    """
     wanted = sorted(set(names))
     compact = set(compacted)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    await check_reachable(bootstrap=bootstrap, security=security, timeout_ms=timeout_ms)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms, **client_options(security)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
