@@ -144,6 +144,7 @@ def reference_tags(events: Iterator[Message], rules_dir: Path) -> dict[str, floa
         Decoded(0, stream, offset, decode_event(stream, value))
         for offset, (stream, _, value, _) in enumerate(events)
     )
+    replay.settle()  # every event applied, as the live worker does once its clock moves on
     return {
         f"{tag}/{action}": float(count)
         for tag, counts in sorted(replay.summary().items())

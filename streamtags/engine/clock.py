@@ -19,6 +19,14 @@ stream's time is the highest event time read from it, without the wall
 clock's help (so downtime does not count as time passed), and a held
 stream that has no time yet holds the whole partition. Nothing is judged
 before the backlog behind it is read.
+
+A stream whose consumer has read everything there is (**idle**: caught up
+with its partition's end) does not hold the partition back at the time of
+its last, possibly old, event: anything it brings next is read from now on,
+so its time is the wall clock. Without this a rarely used topic (account
+changes) would keep every tag of a drained backlog waiting for the wall
+clock to reach that topic's last event. Reading an event makes it active
+again.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ class StreamClock:
 class PartitionClock:
     """Watermark of one partition, over all its input streams."""
 
-    __slots__ = ("held", "lateness_ms", "streams")
+    __slots__ = ("held", "idle", "lateness_ms", "streams")
 
     def __init__(self, *, lateness_ms: int) -> None:
         self.lateness_ms = lateness_ms
@@ -50,6 +58,14 @@ class PartitionClock:
         self.streams: dict[str, StreamClock] = {}
         #: streams whose backlog is still being read (see the module docstring)
         self.held: set[str] = set()
+        #: streams whose consumer has read everything there is (see the module docstring)
+        self.idle: set[str] = set()
+
+    def mark_idle(self, stream: str) -> None:
+        """``stream``'s consumer is at the end of its partition: its time is the wall
+        clock's until it reads another event."""
+        if stream not in self.held:
+            self.idle.add(stream)
 
     def hold(self, streams: Iterable[str], now_ms: int) -> None:
         """Stop ``streams`` following the wall clock until :meth:`release` (a restart or a
@@ -70,6 +86,8 @@ class PartitionClock:
 
     def observe(self, stream: str, event_ts_ms: int, now_ms: int) -> None:
         """Record that an event of ``stream`` with time ``event_ts_ms`` was read at ``now_ms``."""
+        if self.idle:
+            self.idle.discard(stream)
         clock = self.streams.get(stream)
         if clock is None:
             self.streams[stream] = StreamClock(event_ts_ms, now_ms)
@@ -84,10 +102,13 @@ class PartitionClock:
         held = self.held
         if held and any(stream not in self.streams for stream in held):
             return None  # a stream with unread backlog and no time yet holds everything
+        idle = self.idle
         for stream, clock in self.streams.items():
             high, seen_at = clock.highest_event_ms, clock.seen_at_wall_ms
             following_wall = stream not in held and now_ms > seen_at
             time_ms = high + now_ms - seen_at if following_wall else high
+            if stream in idle:
+                time_ms = now_ms
             if time_ms > now_ms:
                 time_ms = now_ms
             if slowest is None or time_ms < slowest:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 import faust
+from faust.types import TP
 
 from streamtags.contracts.ingest import RawMessage
 from streamtags.engine.partition import Engine
@@ -121,6 +122,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         metrics=metrics_,
         commit_interval_s=settings.commit_interval_s,
         topic_of_stream={stream: topic for topic, stream in stream_of_topic.items()},
+        partition_end=functools.partial(_partition_end, app, stream_of_topic),
     )
     intake = Intake(
         tagger,
@@ -197,6 +199,18 @@ def _senders(app: faust.App, settings: Settings) -> Senders:
         coupon_triggers=ProducerSender(app, outputs.coupon_triggers),
         dead_letter=ProducerSender(app, outputs.dead_letter),
     )
+
+
+def _partition_end(
+    app: faust.App, stream_of_topic: Mapping[str, str], number: int, stream: str
+) -> int | None:
+    """The end offset the consumer last saw for a stream's partition, if any."""
+    topic = next(topic for topic, name in stream_of_topic.items() if name == stream)
+    try:
+        end = app.consumer.highwater(TP(topic, number))
+    except Exception:  # not assigned (yet), or no fetch has told us: unknown
+        return None
+    return int(end) if end is not None else None
 
 
 async def _backlog_ends(

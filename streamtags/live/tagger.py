@@ -145,10 +145,15 @@ class LiveTagger:
         commit_interval_s: float,
         clock: Callable[[], float] = time.time,
         topic_of_stream: Mapping[str, str] | None = None,
+        partition_end: Callable[[int, str], int | None] | None = None,
     ) -> None:
         self.engine = engine
         #: input stream -> its topic (dead letters name the topic an event came from)
         self.topic_of_stream = dict(topic_of_stream or {})
+        #: (partition, stream) -> the offset its partition ends at now, if known
+        self.partition_end = partition_end
+        #: (partition, stream) -> the highest offset read
+        self._read_to: dict[tuple[int, str], int] = {}
         self.store = store
         self.senders = senders
         self.sink = sink
@@ -209,6 +214,8 @@ class LiveTagger:
                     del self.partitions[number]
                     for key in [k for k in self._backlog_ends if k[0] == number]:
                         del self._backlog_ends[key]
+                    for key in [k for k in self._read_to if k[0] == number]:
+                        del self._read_to[key]
                     self.dirty.pop(number, None)
                     self._acks.pop(number, None)
             for number in sorted(wanted - set(self.partitions)):
@@ -244,6 +251,7 @@ class LiveTagger:
             part = self.partitions.get(number)
             if part is None:
                 continue
+            self._read_to[(number, stream)] = position - 1
             if position >= end:
                 part.clock.release(stream, now_ms)
             else:
@@ -252,16 +260,18 @@ class LiveTagger:
     def note_read(self, messages: Iterable[tuple[int, str, int]]) -> None:
         """Messages read (partition, stream, offset), valid or not: release the streams
         whose backlog at assignment is now read."""
-        if not self._backlog_ends:
-            return
-        now_ms = self.now_ms()
+        read_to = self._read_to
         for number, stream, offset in messages:
+            if offset > read_to.get((number, stream), -1):
+                read_to[(number, stream)] = offset
+            if not self._backlog_ends:
+                continue
             end = self._backlog_ends.get((number, stream))
             if end is not None and offset + 1 >= end:
                 del self._backlog_ends[(number, stream)]
                 part = self.partitions.get(number)
                 if part is not None:
-                    part.clock.release(stream, now_ms)
+                    part.clock.release(stream, self.now_ms())
                 log.info(
                     "partition %d: %s backlog read; its time follows the clock", number, stream
                 )
@@ -310,8 +320,20 @@ class LiveTagger:
             if self.partitions.get(number) is receipt.owners[number]:
                 self._acks.setdefault(number, []).append(ack)
 
+    def mark_idle_streams(self) -> None:
+        """Tell each partition's clock which streams have read everything there is, so a
+        rarely used topic does not hold the others back at its last event's time."""
+        if self.partition_end is None:
+            return
+        for number, part in self.partitions.items():
+            for stream in self.topic_of_stream:
+                end = self.partition_end(number, stream)
+                if end is not None and self._read_to.get((number, stream), -1) + 1 >= end:
+                    part.clock.mark_idle(stream)
+
     async def tick(self) -> None:
         """Fire what is due in every partition (quiet users' deadlines, expiries)."""
+        self.mark_idle_streams()
         now_ms = self.now_ms()
         out = Output()
         for number, part in self.partitions.items():

@@ -98,3 +98,14 @@ def test_a_held_stream_does_not_follow_the_wall_clock_until_released() -> None:
     assert clock.watermark(T0 + 60_000) == T0  # orders is held at its highest event time
     clock.release("orders", T0 + 2000)
     assert clock.watermark(T0 + 60_000) == T0 + 58_000  # it follows the clock from release
+
+
+def test_an_idle_stream_does_not_hold_the_partition_at_its_last_old_event() -> None:
+    clock = PartitionClock(lateness_ms=0)
+    clock.observe("browse", T0, T0)
+    clock.observe("accounts", T0 - 3_600_000, T0)  # a rare topic: its last event is old
+    assert clock.watermark(T0) == T0 - 3_600_000
+    clock.mark_idle("accounts")  # its consumer read everything there is
+    assert clock.watermark(T0) == T0
+    clock.observe("accounts", T0 - 1000, T0)  # reading again makes it count again
+    assert clock.watermark(T0) == T0 - 1000

@@ -436,3 +436,18 @@ async def test_a_stream_with_nothing_to_read_follows_the_clock_at_once_after_ass
     await world.assign([0])  # every stream's backlog is empty
     await fire_carts(world)
     assert [trigger["user_id"] for trigger in world.triggers.values()] == ["ann"]
+
+
+async def test_a_caught_up_rare_stream_stops_holding_back_tags_of_a_drained_backlog() -> None:
+    ends = {("accounts", 0): 1, ("orders", 0): 2}
+    world = World()
+    world.tagger.partition_end = lambda number, stream: ends.get((stream, number))
+    await world.assign([0])
+    old_consent = ev(
+        "accounts", 0, -60 * MINUTE, "ann", action="consent_changed", personalization=True
+    )
+    world.tagger.note_read([(0, "accounts", 0), (0, "orders", 1)])
+    await world.feed([old_consent, whale("ann")], "batch-1")
+    world.clock.set_ms(T0 + LATENESS_MS + 1)
+    await world.tagger.tick()  # both topics are read to their end: the old event holds nothing
+    assert [change["tag"] for change in world.tags.values()] == ["whale"]
