@@ -450,4 +450,5 @@ async def test_a_caught_up_rare_stream_stops_holding_back_tags_of_a_drained_back
     await world.feed([old_consent, whale("ann")], "batch-1")
     world.clock.set_ms(T0 + LATENESS_MS + 1)
     await world.tagger.tick()  # both topics are read to their end: the old event holds nothing
+    await world.tagger.flush()
     assert [change["tag"] for change in world.tags.values()] == ["whale"]
