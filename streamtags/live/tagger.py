@@ -202,11 +202,14 @@ class LiveTagger:
         new ones get their clocks and deadlines rebuilt from the store."""
         wanted = set(numbers)
         async with self._flushing:
-            for number in list(self.partitions):
-                if number not in wanted:
-                    del self.partitions[number]
-                    self.dirty.pop(number, None)
-                    self._acks.pop(number, None)
+            revoked = [number for number in self.partitions if number not in wanted]
+            for number in revoked:
+                del self.partitions[number]
+                self.dirty.pop(number, None)
+                self._acks.pop(number, None)
+            # Redis projection (issue 9): queued Redis writes of revoked partitions go too;
+            # the new owner projects those users' live tags from their state.
+            self.sink.drop_partitions(revoked)
             for number in sorted(wanted - set(self.partitions)):
                 self._rebuild(number)
 
