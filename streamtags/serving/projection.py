@@ -5,7 +5,8 @@ projection of each user's :attr:`~streamtags.engine.state.UserState.tags`.
 Normally tag changes keep the projection current. When that chain breaks,
 :class:`Projector` rebuilds it from state:
 
-- Redis lost its data (restarted empty, flushed): the sink's marker vanished;
+- Redis lost data (restarted empty or from an older snapshot, flushed): the
+  sink's marker is gone or behind (:meth:`~streamtags.serving.redis_sink.RedisSink.check`);
 - the sink shed queued set writes under pressure during a long outage;
 - a partition became this worker's (at start and after each rebalance): the
   previous owner dropped its queued writes at revoke, and Redis may have lost
@@ -123,7 +124,7 @@ class Projector:
         """Probe Redis, send queued writes, and project the partitions that need it;
         the projection done, if any."""
         if await self.sink.check():
-            log.warning("Redis lost its data (this run's marker is gone): projecting again")
+            log.warning("Redis lost data (this run's marker is gone or behind): projecting again")
         if self.sink.resync_needed:
             self.sink.resync_needed = False
             self._projected.clear()

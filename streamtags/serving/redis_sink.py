@@ -14,10 +14,11 @@ tagging to Kafka never waits for Redis:
 - On a failure the chunk goes back to the queue and sending backs off
   exponentially (``BACKOFF_FIRST_S`` doubling up to ``BACKOFF_MAX_S``). One
   WARNING says Redis became unreachable, one INFO that it is back.
-- :meth:`RedisSink.check` probes Redis once per call and keeps this run's
-  marker key alive; the marker having vanished means Redis lost its data
-  (restarted empty, flushed), and :attr:`RedisSink.resync_needed` turns on,
-  as it does when the queue had to shed set writes under pressure. The
+- :meth:`RedisSink.check` probes Redis once per call and moves this run's
+  marker key on; the marker gone or behind means Redis lost data (restarted
+  empty or from an older snapshot, flushed), and
+  :attr:`RedisSink.resync_needed` turns on, as it does when the queue had
+  to shed set writes under pressure. The
   worker's :class:`~streamtags.serving.projection.Projector` then projects
   every live tag from state again.
 - :meth:`RedisSink.drop_partitions` forgets queued writes of partitions this
@@ -84,6 +85,14 @@ def _one_partition(user_id: str) -> int:
     return 0
 
 
+def _counter(held: bytes | None) -> int:
+    """A marker's count; 0 when it is missing or unreadable."""
+    try:
+        return int(held or 0)
+    except ValueError:
+        return 0
+
+
 class RedisSink:
     """Applies tag changes to the per-user hashes (see the module docstring).
 
@@ -118,7 +127,8 @@ class RedisSink:
         self._sending = asyncio.Lock()
         #: this run's marker id (see :meth:`check`)
         self.run_id = uuid.uuid4().hex
-        self._marker_set = False
+        #: the marker count this run last wrote and Redis confirmed (0: none yet)
+        self._marker_written = 0
         #: True when Redis lost data or writes were shed: every live tag must be
         #: projected from state again (the projector resets it when it starts)
         self.resync_needed = False
@@ -245,22 +255,28 @@ class RedisSink:
     # -- health -----------------------------------------------------------------------
 
     async def check(self) -> bool:
-        """Probe Redis and keep this run's marker alive; True when the marker vanished
-        since it was set (Redis lost its data): :attr:`resync_needed` turns on.
+        """Probe Redis and move this run's marker on; True when Redis lost data since
+        the last check: :attr:`resync_needed` turns on.
 
-        Not subject to the backoff (it is one cheap call); a success ends it, so a
-        catch-up starts as soon as Redis answers again."""
+        The marker holds a counter this run raises on every check. Finding it gone
+        (Redis restarted empty, was flushed, the key was deleted) or behind what
+        this run last wrote (Redis restarted from an older snapshot, or lost its
+        last second of AOF) means writes this run made may be gone too. Not
+        subject to the backoff (it is one cheap round trip); a success ends it,
+        so a catch-up starts as soon as Redis answers again."""
         key = marker_key(self.run_id, prefix=self.prefix)
+        count = self._marker_written + 1
         try:
-            kept = bool(await self._redis.pexpire(key, MARKER_TTL_MS))
-            if not kept:
-                await self._redis.set(key, self.run_id.encode(), px=MARKER_TTL_MS)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.set(key, str(count).encode(), px=MARKER_TTL_MS)
+                held, _ = await pipe.execute()
         except REDIS_OUTAGES as exc:
             self._failed(exc)
             return False
         self._reached()
-        lost = self._marker_set and not kept
-        self._marker_set = True
+        lost = self._marker_written > 0 and _counter(held) < self._marker_written
+        self._marker_written = count
         if lost:
             self.resync_needed = True
         return lost

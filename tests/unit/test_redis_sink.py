@@ -308,3 +308,12 @@ async def test_the_marker_vanishing_means_redis_lost_data(sink: RedisSink, prefi
     assert await sink.check() is True
     assert sink.resync_needed
     assert await sink.check() is False  # set again
+
+
+async def test_a_marker_behind_what_this_run_wrote_means_redis_went_back_to_a_snapshot(
+    sink: RedisSink, prefix: str
+) -> None:
+    for _ in range(3):
+        assert await sink.check() is False
+    redis.Redis.from_url(REDIS_URL).set(marker_key(sink.run_id, prefix=prefix), b"1")
+    assert await sink.check() is True
