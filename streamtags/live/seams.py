@@ -72,7 +72,8 @@ class TagSink(Protocol):
         ...
 
     async def flush(self) -> bool:
-        """Write what is queued; False, or one of :data:`OUTAGES`, keeps it queued."""
+        """Write what is queued (a sink may send a bounded share per call and the rest
+        later); False, or one of :data:`OUTAGES`, keeps it queued."""
         ...
 
     def drop_partitions(self, numbers: Collection[int]) -> int:
