@@ -118,14 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_later_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Commands of schemas, rules and the live product (registered by their modules)."""
+    """Commands of schemas, rules, the live product and Redis (registered by their modules)."""
     from streamtags.cli import live as live_cli
+    from streamtags.cli import redis as redis_cli
     from streamtags.cli import rules as rules_cli
     from streamtags.cli import schemas as schemas_cli
 
     schemas_cli.register(commands)
     rules_cli.register(commands)
     live_cli.register(commands)
+    redis_cli.register(commands)
 
 
 def _name_commands(parser: argparse.ArgumentParser) -> None:

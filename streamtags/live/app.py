@@ -31,12 +31,13 @@ from streamtags.live.intake import Intake
 from streamtags.live.kafka_client import faust_credentials
 from streamtags.live.metrics import Metrics
 from streamtags.live.seams import Delivery
-from streamtags.live.table_store import TableStore
+from streamtags.live.table_store import TableStore, partition_of
 from streamtags.live.tagger import Ack, LiveTagger, Senders
 from streamtags.live.topics import ensure_topics
 from streamtags.live.web import register_pages
-from streamtags.rulebook.loader import load_rules
+from streamtags.rulebook.loader import Ruleset, load_rules
 from streamtags.serving.lookup import AsyncTagClient
+from streamtags.serving.projection import Projector
 from streamtags.serving.redis_sink import RedisSink, TriggerGuard
 from streamtags.settings import Settings
 
@@ -58,6 +59,9 @@ ROCKSDB_OPTIONS = {
 }
 #: Coupon-trigger ids are remembered this long (seconds) to keep them one-shot.
 TRIGGER_TTL_S = 30 * 86_400
+#: Seconds between Redis projection ticks (probe, catch-up, resync): a Redis that
+#: lost its data is noticed within about this long of answering again.
+PROJECTION_TICK_S = 1.0
 
 
 def state_table_name() -> str:
@@ -99,11 +103,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         value_serializer="raw",
     )
     table = _state_table(app, settings)
-    sink = RedisSink(
-        redis_url=settings.redis_url,
-        prefix=settings.redis_key_prefix,
-        timeout_ms=settings.redis_timeout_ms,
-    )
+    sink = _redis_sink(settings, ruleset)
     tagger = LiveTagger(
         Engine(
             ruleset,
@@ -135,6 +135,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     )
     _start_agent(app, inputs, intake)
     _start_timers(app, settings, intake, sink)
+    _keep_redis_projection(app, tagger, sink)
     register_pages(
         app,
         lookup=AsyncTagClient(
@@ -154,6 +155,18 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     )
     cast(Any, app).streamtags_tagger = tagger
     return app
+
+
+def _redis_sink(settings: Settings, ruleset: Ruleset) -> RedisSink:
+    """The tag sink. Redis projection (issue 9): revokes drop queued writes by
+    partition, and a tombstone outlives its clear by the tag's TTL at most."""
+    return RedisSink(
+        redis_url=settings.redis_url,
+        prefix=settings.redis_key_prefix,
+        timeout_ms=settings.redis_timeout_ms,
+        partition_of=lambda user_id: partition_of(user_id.encode(), settings.partitions),
+        ttl_ms_of_tag={rule.tag: rule.ttl_ms for rule in ruleset.rules},
+    )
 
 
 def _faust_app(settings: Settings) -> faust.App:
@@ -317,6 +330,22 @@ def _start_timers(app: faust.App, settings: Settings, intake: Intake, sink: Redi
             )
 
     _ = (fire_deadlines, log_counters)
+
+
+def _keep_redis_projection(app: faust.App, tagger: LiveTagger, sink: RedisSink) -> None:
+    """Redis projection (issue 9): once a second, probe Redis, send the rest of a
+    catch-up, and project live tags again where Redis lost them (see
+    :mod:`streamtags.serving.projection`)."""
+    projector = Projector(
+        sink, engine=tagger.engine, owned=lambda: tagger.partitions, scan=tagger.store.scan
+    )
+
+    @app.timer(interval=PROJECTION_TICK_S)  # type: ignore[untyped-decorator]
+    async def keep_redis_projection() -> None:
+        if not app.rebalancing:
+            await projector.tick()
+
+    _ = keep_redis_projection
 
 
 def run_worker(settings: Settings) -> None:

@@ -24,7 +24,7 @@ failure. Every call must return within its own short timeout.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Collection, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["OUTAGES", "Delivery", "Sender", "StateStore", "TagSink", "TriggerLedger"]
@@ -72,7 +72,13 @@ class TagSink(Protocol):
         ...
 
     async def flush(self) -> bool:
-        """Write what is queued; False, or one of :data:`OUTAGES`, keeps it queued."""
+        """Write what is queued (a sink may send a bounded share per call and the rest
+        later); False, or one of :data:`OUTAGES`, keeps it queued."""
+        ...
+
+    def drop_partitions(self, numbers: Collection[int]) -> int:
+        """Forget queued changes of users in partitions ``numbers`` (revoked); return
+        how many users were dropped."""
         ...
 
 

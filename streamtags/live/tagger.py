@@ -209,15 +209,17 @@ class LiveTagger:
         new ones get their clocks and deadlines rebuilt from the store."""
         wanted = set(numbers)
         async with self._flushing:
-            for number in list(self.partitions):
-                if number not in wanted:
-                    del self.partitions[number]
-                    for key in [k for k in self._backlog_ends if k[0] == number]:
-                        del self._backlog_ends[key]
-                    for key in [k for k in self._read_to if k[0] == number]:
-                        del self._read_to[key]
-                    self.dirty.pop(number, None)
-                    self._acks.pop(number, None)
+            revoked = [number for number in self.partitions if number not in wanted]
+            for number in revoked:
+                del self.partitions[number]
+                self.dirty.pop(number, None)
+                self._acks.pop(number, None)
+                for waits in (self._backlog_ends, self._read_to):
+                    for key in [k for k in waits if k[0] == number]:
+                        del waits[key]
+            # Redis projection (issue 9): queued Redis writes of revoked partitions go too;
+            # the new owner projects those users' live tags from their state.
+            self.sink.drop_partitions(revoked)
             for number in sorted(wanted - set(self.partitions)):
                 self._rebuild(number)
 

@@ -21,7 +21,7 @@ resolves, not when it was queued.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 import orjson
@@ -134,10 +134,11 @@ class MemoryStore:
 class MemoryTagSink:
     """The Redis tag store: ``tags`` maps user -> tag -> the change that set it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, partition_of: Callable[[str], int] = lambda user_id: 0) -> None:
         self.fault = Fault("tag sink")
         self.tags: dict[str, dict[str, dict[str, Any]]] = {}
         self._queued: dict[str, dict[str, dict[str, Any] | None]] = {}
+        self.partition_of = partition_of
 
     @property
     def queued_users(self) -> int:
@@ -151,6 +152,13 @@ class MemoryTagSink:
             self._queued.setdefault(change["user_id"], {})[change["tag"]] = (
                 None if cleared else dict(change)
             )
+
+    def drop_partitions(self, numbers: Collection[int]) -> int:
+        """Forget queued changes of users in partitions ``numbers`` (``partition_of``)."""
+        dropped = [user for user in self._queued if self.partition_of(user) in numbers]
+        for user_id in dropped:
+            del self._queued[user_id]
+        return len(dropped)
 
     async def flush(self) -> bool:
         """Apply everything queued, or raise per the fault and keep it queued."""

@@ -211,7 +211,9 @@ async def test_every_redis_client_speaks_tls_and_logs_in_as_the_acl_user_of_the_
     async with AsyncTagClient(redis_url=url, timeout_ms=2000) as lookup:
         assert await lookup.tags("u1", default=FAILED) == []
     sink = RedisSink(redis_url=url, prefix="p:", timeout_ms=2000)
-    sink.add([{"user_id": "u1", "tag": "vip", "action": "cleared"}])
+    sink.add(
+        [{"user_id": "u1", "tag": "vip", "action": "cleared", "ts": "2026-11-22T10:00:00.000Z"}]
+    )
     assert await sink.flush()
     guard = TriggerGuard(redis_url=url, prefix="t:", timeout_ms=2000, ttl_s=60)
     assert await guard.claim(["trigger-1"]) == {"trigger-1"}
