@@ -242,7 +242,7 @@ class Settings:
     #: Whether the HTTP tag lookup includes each tag's ``evidence`` (IPs, countries, cards).
     web_evidence: bool = True
     rules_dir: Path = Path("rules")
-    lateness_ms: int = 10_000
+    lateness_ms: int = 1_000
     #: How far ahead of the wall clock an event may be stamped before it is dead-lettered.
     max_future_skew_ms: int = 300_000
     time_scale: float = 1.0
