@@ -39,6 +39,26 @@ SCALE = {
 CART_DEADLINE_S = 15 * 60 / 240
 
 
+def owned(worker: Worker) -> list[int]:
+    """The input partitions a worker says it owns."""
+    return list(json.loads(worker.get("/health"))["partitions"])
+
+
+async def two_workers(worker_factory: Callable[..., Worker]) -> tuple[Worker, Worker]:
+    """Two RocksDB workers of one app, each owning some of the 4 partitions."""
+    env = {**SCALE, "STREAMTAGS_STORE": "rocksdb://"}
+    first = worker_factory(**env)
+    first.start()
+    second = worker_factory(**env)
+    second.start()
+    await wait_for(
+        lambda: len(owned(first)) + len(owned(second)) == 4 and owned(first) and owned(second),
+        timeout_s=60,
+        what="both workers owning partitions",
+    )
+    return first, second
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -305,20 +325,7 @@ async def test_a_redis_outage_does_not_stop_tagging_and_redis_catches_up(
 async def test_when_one_of_two_workers_dies_the_other_fires_its_deadlines(
     names: Names, worker_factory: Callable[..., Worker]
 ) -> None:
-    env = {**SCALE, "STREAMTAGS_STORE": "rocksdb://"}
-    first = worker_factory(**env)
-    first.start()
-    second = worker_factory(**env)
-    second.start()
-
-    def owned(worker: Worker) -> list[int]:
-        return list(json.loads(worker.get("/health"))["partitions"])
-
-    await wait_for(
-        lambda: len(owned(first)) + len(owned(second)) == 4 and owned(first) and owned(second),
-        timeout_s=60,
-        what="both workers owning partitions",
-    )
+    first, second = await two_workers(worker_factory)
     users = [f"pair-{i}" for i in range(24)]
     await produce(names.topic("browse"), [cart(u, f"cart-{u}") for u in users])
     time.sleep(1.5)  # read and flushed; the deadlines are still 2 s away

@@ -8,7 +8,6 @@ group whose carts really were abandoned: each of those gets exactly one coupon.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from collections.abc import Callable
 import orjson
 
 from tests.integration.conftest import Names, Worker, consume, produce, wait_for
-from tests.integration.test_live import SCALE
+from tests.integration.test_live import SCALE, owned, two_workers
 
 #: The cart deadline on the scaled clock (15 minutes x 1/240), seconds.
 DEADLINE_S = 15 * 60 / 240
@@ -91,20 +90,7 @@ async def test_a_restarted_worker_reads_the_backlog_before_judging_a_cart(
 async def test_a_survivor_taking_over_reads_the_backlog_before_judging_a_cart(
     names: Names, worker_factory: Callable[..., Worker]
 ) -> None:
-    env = {**SCALE, "STREAMTAGS_STORE": "rocksdb://"}
-    first = worker_factory(**env)
-    first.start()
-    second = worker_factory(**env)
-    second.start()
-
-    def owned(worker: Worker) -> list[int]:
-        return list(json.loads(worker.get("/health"))["partitions"])
-
-    await wait_for(
-        lambda: len(owned(first)) + len(owned(second)) == 4 and owned(first) and owned(second),
-        timeout_s=60,
-        what="both workers owning partitions",
-    )
+    first, second = await two_workers(worker_factory)
     payers = [f"payer-{i}" for i in range(16)]
     leavers = [f"leaver-{i}" for i in range(16)]
     carts_at = now_ms()

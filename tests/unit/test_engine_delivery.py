@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -13,6 +12,7 @@ from streamtags.contracts.records import iso_ms
 from streamtags.engine.output import digest
 from streamtags.engine.partition import Engine, Output
 from streamtags.rulebook.loader import load_rules
+from tests.unit.test_engine import ev
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = load_rules(ROOT / "rules")
@@ -20,16 +20,6 @@ T0 = 1_795_341_600_000
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 LATENESS = 10_000
-
-
-def ev(stream: str, offset: int, at_ms: int, user: str = "u1", **fields: Any) -> Decoded:
-    body = {"event_id": f"{stream}-{offset}", "user_id": user, "ts": T0 + at_ms, **fields}
-    if stream == "orders":
-        body.setdefault("order_id", f"o{offset}")
-        body.setdefault("amount", 10)
-    if stream == "logins":
-        body.setdefault("outcome", "success")
-    return Decoded(0, stream, offset, decode_event(stream, orjson.dumps(body)))
 
 
 def login(offset: int, at_ms: int, ip: str, country: str = "SG", user: str = "u1") -> Decoded:
