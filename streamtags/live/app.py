@@ -6,7 +6,10 @@ them, so bad input cannot crash it) in batches, and hands each batch to
 metrics). The :class:`~streamtags.live.tagger.LiveTagger` writes each
 changed user's state at most once per commit interval and acks events only
 after the broker confirmed the state and outputs they produced; a timer
-fires deadlines for quiet users between batches. Pages
+fires deadlines for quiet users between batches, a slow one deletes idle
+users, and one probes Kafka for :mod:`streamtags.live.health`. Repeated
+warnings (aiokafka's and Faust's during a broker outage among them) are
+held back by :mod:`streamtags.live.quiet_logs`. Pages
 (:mod:`streamtags.live.web`): ``/metrics``, ``/health`` and
 ``GET /v1/users/{user_id}/tags``.
 """
@@ -25,9 +28,11 @@ import faust
 
 from streamtags.contracts.ingest import RawMessage
 from streamtags.engine.partition import Engine
-from streamtags.live.faust_internals import take_unacked
+from streamtags.live.faust_internals import producer_client, take_unacked
+from streamtags.live.health import DependencyHealth, KafkaProbe
 from streamtags.live.intake import Intake
 from streamtags.live.metrics import Metrics
+from streamtags.live.quiet_logs import RepeatFilter, install
 from streamtags.live.seams import Delivery
 from streamtags.live.table_store import TableStore
 from streamtags.live.tagger import Ack, LiveTagger, Senders
@@ -56,6 +61,13 @@ ROCKSDB_OPTIONS = {
 }
 #: Coupon-trigger ids are remembered this long (seconds) to keep them one-shot.
 TRIGGER_TTL_S = 30 * 86_400
+#: Room for a record's framing above ``max_record_bytes`` in the producer's own limit.
+RECORD_FRAMING_BYTES = 4096
+#: How often Kafka is probed, and how long it may take to answer, seconds.
+HEALTH_INTERVAL_S = 2.0
+HEALTH_TIMEOUT_S = 2.0
+#: A repeated warning or error is logged at most once per this many seconds.
+LOG_REPEAT_INTERVAL_S = 60.0
 
 
 def state_table_name() -> str:
@@ -75,6 +87,11 @@ class ProducerSender:
     def __init__(self, app: faust.App, topic: str) -> None:
         self.app = app
         self.topic = topic
+
+    @property
+    def name(self) -> str:
+        """The topic's name."""
+        return self.topic
 
     async def send(self, key: bytes | None, value: bytes) -> Delivery:
         """Queue (key, value); returns the delivery future."""
@@ -102,6 +119,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         prefix=settings.redis_key_prefix,
         timeout_ms=settings.redis_timeout_ms,
     )
+    health = DependencyHealth(metrics_)
     tagger = LiveTagger(
         Engine(
             ruleset,
@@ -120,18 +138,24 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         metrics=metrics_,
         commit_interval_s=settings.commit_interval_s,
         topic_of_stream={stream: topic for topic, stream in stream_of_topic.items()},
+        max_record_bytes=settings.max_record_bytes,
+        cache_max_bytes=settings.cache_max_mb * 2**20,
+        health=health,
+        state_topic=table.changelog_topic.get_topic_name(),
     )
     intake = Intake(
         tagger,
         stream_of_topic=stream_of_topic,
         metrics=metrics_,
         max_future_skew_ms=settings.max_future_skew_ms,
+        max_record_bytes=settings.max_record_bytes,
     )
     _follow_assignment(
         app, table, tagger, input_topics=set(stream_of_topic), stream_of_topic=stream_of_topic
     )
     _start_agent(app, inputs, intake)
     _start_timers(app, settings, intake, sink)
+    _watch_dependencies(app, health, metrics_)
     register_pages(
         app,
         lookup=AsyncTagClient(
@@ -141,7 +165,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         ),
         metrics=metrics_,
         health=lambda: {
-            "status": "ok",
+            **health.status(),
             "app_id": settings.app_id,
             "partitions": sorted(tagger.partitions),
             "rebalancing": bool(app.rebalancing),
@@ -172,6 +196,9 @@ def _faust_app(settings: Settings) -> faust.App:
         web_router_enabled=False,
         web_stats_enabled=False,
         producer_acks=-1,
+        # Records are checked against max_record_bytes (key + value) before they are
+        # sent; the producer's own limit counts the framing too.
+        producer_max_request_size=settings.max_record_bytes + RECORD_FRAMING_BYTES,
     )
 
 
@@ -298,7 +325,34 @@ def _start_timers(app: faust.App, settings: Settings, intake: Intake, sink: Redi
                 sink.queued_users,
             )
 
-    _ = (fire_deadlines, log_counters)
+    @app.timer(interval=settings.sweep_interval_s)  # type: ignore[untyped-decorator]
+    async def delete_idle_users() -> None:
+        if not app.rebalancing:
+            await tagger.sweep()
+
+    _ = (fire_deadlines, log_counters, delete_idle_users)
+
+
+def _watch_dependencies(app: faust.App, health: DependencyHealth, metrics: Metrics) -> None:
+    """Probe Kafka, account outage time, and hold back repeated log lines."""
+    probe = KafkaProbe(lambda: producer_client(app), timeout_s=HEALTH_TIMEOUT_S)
+
+    @app.timer(interval=HEALTH_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def check_dependencies() -> None:
+        await probe.check(health)
+        health.account()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def quiet_repeated_logs() -> None:
+        # Runs once the worker has set up logging: the filter goes on its handlers.
+        held = metrics.log_records_held
+        install(
+            RepeatFilter(
+                interval_s=LOG_REPEAT_INTERVAL_S, on_held=lambda name: held.labels(name).inc()
+            )
+        )
+
+    _ = (check_dependencies, quiet_repeated_logs)
 
 
 def run_worker(settings: Settings) -> None:

@@ -3,6 +3,11 @@
 Tags are served from Redis through the lookup client, never from worker
 memory (Faust's own table and router pages are switched off in
 :mod:`streamtags.live.app`).
+
+``/health`` always answers HTTP 200 while the worker runs; its body says
+``"status": "ok"`` or ``"status": "degraded"`` with the dependencies that
+are down (``"degraded": ["kafka", "redis"]``), see
+:mod:`streamtags.live.health` for why a dependency outage is not a 503.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ def register_pages(
     metrics: Metrics,
     health: Callable[[], dict[str, Any]],
 ) -> None:
-    """Add the three pages to ``app``; ``health`` builds the ``/health`` body on each call."""
+    """Add the three pages to ``app``; ``health`` builds the ``/health`` body on each call
+    (always served with HTTP 200)."""
 
     @app.page("/v1/users/{user_id}/tags")
     class UserTagsView(View):
