@@ -36,8 +36,9 @@ acks go on.
 
 Bounded resources:
 
-- A new partition is rebuilt from the store :data:`CHUNK_USERS` users at a
-  time, yielding to the event loop in between (heartbeats keep going).
+- A new partition is rebuilt from the store in slices of
+  :data:`REBUILD_SLICE_S`, yielding to the event loop in between (heartbeats
+  keep going); the idle sweep goes :data:`CHUNK_USERS` users at a time.
 - The cached states stay within a memory budget
   (:mod:`streamtags.live.cache`); clean users beyond it are evicted.
 - :meth:`~LiveTagger.sweep` deletes users idle past the rules' longest
@@ -68,16 +69,27 @@ from streamtags.live.metrics import Metrics
 from streamtags.live.outputs import Outbox, Senders, delivered, queued
 from streamtags.live.seams import Delivery, StateStore, TagSink, TriggerLedger
 
-__all__ = ["CHUNK_USERS", "CLOCK_KEY_PREFIX", "Ack", "LiveTagger", "Receipt", "Senders"]
+__all__ = [
+    "CHUNK_USERS",
+    "CLOCK_KEY_PREFIX",
+    "REBUILD_SLICE_S",
+    "Ack",
+    "LiveTagger",
+    "Receipt",
+    "Senders",
+]
 
 log = logging.getLogger("streamtags.live.tagger")
 
 Ack = Callable[[], Awaitable[None]]
 """Acks a batch's events of one input partition (their offsets become committable)."""
 
-#: Stored users a partition's rebuild or idle sweep reads between two yields to the event
-#: loop (bench/rebuild.py: 2,000 users block it for tens of milliseconds at most).
+#: Stored users the idle sweep looks at between two yields to the event loop (about
+#: 5 us each: bench/rebuild.py measured stretches of 30-55 ms over a million users).
 CHUNK_USERS = 2000
+#: The longest a rebuild works before it yields to the event loop, wall-clock seconds.
+#: By time, not by users: a user with tags costs ten times a quiet one to read.
+REBUILD_SLICE_S = 0.02
 #: Key under which each partition's clock is stored in the state table (reserved: \x00...).
 CLOCK_KEY_PREFIX = b"\x00clock:"
 
@@ -209,9 +221,9 @@ class LiveTagger:
 
     async def _rebuild(self, number: int) -> Partition:
         """Partition ``number`` with its clock, deadlines and waiting events rebuilt from
-        the store, :data:`CHUNK_USERS` users at a time: the event loop (and with it the
-        consumer's heartbeats) runs between chunks. Only users with a live tag, an armed
-        deadline or a waiting event are read in full; for the rest nothing is scheduled."""
+        the store, yielding to the event loop (and with it the consumer's heartbeats)
+        every :data:`REBUILD_SLICE_S`. Only users with a live tag, an armed deadline or
+        a waiting event are read in full; for the rest nothing is scheduled."""
         started = time.monotonic()
         part = self._new_partition(number)  # installed by the caller once complete
         clock = self.store.get(number, self._clock_key(number))
@@ -223,20 +235,22 @@ class LiveTagger:
             self.topic_of_stream or ("orders", "browse", "logins", "accounts"), self.now_ms()
         )
         users = busy = 0
-        scan = self.store.scan(number)
-        while chunk := list(islice(scan, CHUNK_USERS)):
-            for key, raw in chunk:
-                users += 1
-                try:
-                    if not StateOutline.read(raw).busy:
-                        continue
-                    state = UserState.from_bytes(raw, self.engine.features)
-                except StateFormatError:
+        yield_at = time.monotonic() + REBUILD_SLICE_S
+        for key, raw in self.store.scan(number):
+            users += 1
+            if users % 64 == 0 and time.monotonic() >= yield_at:
+                part.forget(list(part.states))  # keep the deadline index, not the states
+                await asyncio.sleep(0)
+                yield_at = time.monotonic() + REBUILD_SLICE_S
+            try:
+                if not StateOutline.read(raw).busy:
                     continue
-                part.adopt(key.decode(), state)
-                busy += 1
-            part.forget(list(part.states))  # keep the deadline index, not the states
-            await asyncio.sleep(0)
+                state = UserState.from_bytes(raw, self.engine.features)
+            except StateFormatError:
+                continue
+            part.adopt(key.decode(), state)
+            busy += 1
+        part.forget(list(part.states))
         log.info(
             "partition %d: %d users (%d with tags, deadlines or waiting events) read in "
             "%.1f s; next deadline %s",

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+import streamtags.live.tagger as tagger_module
 from streamtags.engine.deadlines import MARKER_RETENTION_MS
 from streamtags.engine.partition import Engine
 from streamtags.engine.state import StateOutline, UserState
-from streamtags.live.tagger import CHUNK_USERS
 from tests.unit.test_live_tagger import (
     LATENESS_MS,
     RULES,
@@ -146,7 +148,10 @@ def test_a_state_outline_read_from_bytes_agrees_with_the_state_in_memory() -> No
         assert StateOutline.read(data).busy, user  # a tag, a deadline, a waiting event
 
 
-async def test_a_rebuild_yields_to_the_event_loop_between_chunks_and_keeps_deadlines() -> None:
+async def test_a_rebuild_yields_to_the_event_loop_between_slices_and_keeps_deadlines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tagger_module, "REBUILD_SLICE_S", 0.0)  # yield as often as it may
     source = World()
     await source.assign([0])
     await source.feed([cart("bob")], "batch-1")
@@ -155,7 +160,7 @@ async def test_a_rebuild_yields_to_the_event_loop_between_chunks_and_keeps_deadl
     await settled(source, ["quiet"])
     stored = source.store.local[0]
     world = World()
-    world.store.local[0] = {f"user-{i}".encode(): stored[b"quiet"] for i in range(5 * CHUNK_USERS)}
+    world.store.local[0] = {f"user-{i}".encode(): stored[b"quiet"] for i in range(10_000)}
     for key in (b"bob", b"\x00clock:0"):  # bob's deadline, and the partition's clock
         world.store.local[0][key] = stored[key]
     turns = 0
@@ -169,7 +174,7 @@ async def test_a_rebuild_yields_to_the_event_loop_between_chunks_and_keeps_deadl
     running = asyncio.create_task(other_task())
     await world.tagger.assign([0])
     running.cancel()
-    assert turns >= 5, f"the loop ran {turns} times during a rebuild of 5 chunks"
+    assert turns >= 100, f"the loop ran {turns} times while 10,001 users were read"
     world.tagger.expect_backlog({(0, s): (0, 0) for s in STREAMS})
     await fire_carts(world)
     assert [t["user_id"] for t in world.triggers.values()] == ["bob"]
