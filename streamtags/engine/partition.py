@@ -40,14 +40,14 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from streamtags.contracts.events import Account, Event
 from streamtags.contracts.ingest import Decoded
-from streamtags.contracts.records import iso_ms
+from streamtags.contracts.records import Severity, iso_ms
 from streamtags.engine.clock import PartitionClock
 from streamtags.engine.deadlines import MARKER_RETENTION_MS, Deadlines
-from streamtags.engine.output import Change, Output, Rejection, Trigger, UserTurn
+from streamtags.engine.output import Change, Output, Rejection, Trigger, UserTurn, digest
 from streamtags.engine.routing import FeatureRouter
 from streamtags.engine.state import StateOutline, UserState
 from streamtags.engine.tags import TagBook
@@ -55,7 +55,19 @@ from streamtags.errors import StateFormatError
 from streamtags.rulebook.expressions import Env
 from streamtags.rulebook.loader import Rule, Ruleset
 
-__all__ = ["Change", "Engine", "Output", "Partition", "Rejection", "Trigger", "unreadable_state"]
+__all__ = [
+    "RESTORED",
+    "Change",
+    "Engine",
+    "Output",
+    "Partition",
+    "Rejection",
+    "Trigger",
+    "unreadable_state",
+]
+
+#: The evidence reason of a live tag restored from state (:meth:`Partition.live_tags`).
+RESTORED = "restored from the worker's state after the tag store lost it; see the tags topic"
 
 
 class Engine:
@@ -202,6 +214,36 @@ class Partition:
         """Drop cached states (already written back) to bound memory."""
         for user_id in user_ids:
             self.states.pop(user_id, None)
+
+    def tagged_users(self) -> list[str]:
+        """Users with a live tag or an armed deadline (each has a wake-up scheduled)."""
+        return list(self._timers.due_by_user)
+
+    def live_tags(self, user_id: str, now_ms: int) -> list[Change]:
+        """The user's live tags as ``applied`` changes, to restore a tag store that lost
+        them (``now_ms``: wall clock). The state keeps no evidence: the reason says so
+        and the figures are empty; the change id is that of the change that applied it."""
+        changes: list[Change] = []
+        for tag, live in self.state(user_id).tags.items():
+            rule = self._tags.by_tag.get(tag)
+            if rule is None:
+                continue  # its rule is gone: it lapses and is never renewed
+            changes.append(
+                {
+                    "change_id": digest(user_id, tag, "applied", rule.version, live.applied_at_ms),
+                    "user_id": user_id,
+                    "tag": tag,
+                    "action": "applied",
+                    "category": rule.category,
+                    "severity": cast(Severity, rule.severity),  # the loader checked it
+                    "ts": iso_ms(live.applied_at_ms),
+                    "emitted_at": iso_ms(now_ms),
+                    "expires_at": iso_ms(live.expires_at_ms),
+                    "rule": {"name": rule.name, "version": rule.version},
+                    "evidence": {"reason": RESTORED, "figures": {}, "event_ids": []},
+                }
+            )
+        return changes
 
     def next_deadline_ms(self) -> int | None:
         """The earliest event time at which :meth:`advance` has work, if any."""

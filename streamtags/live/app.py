@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import gc
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -29,7 +30,7 @@ import faust
 from streamtags.contracts.ingest import RawMessage
 from streamtags.engine.partition import Engine
 from streamtags.live.faust_internals import producer_client, take_unacked
-from streamtags.live.health import DependencyHealth, KafkaProbe
+from streamtags.live.health import DependencyHealth, KafkaProbe, RedisProbe
 from streamtags.live.intake import Intake
 from streamtags.live.metrics import Metrics
 from streamtags.live.quiet_logs import RepeatFilter, install
@@ -68,6 +69,9 @@ HEALTH_INTERVAL_S = 2.0
 HEALTH_TIMEOUT_S = 2.0
 #: A repeated warning or error is logged at most once per this many seconds.
 LOG_REPEAT_INTERVAL_S = 60.0
+#: Redis keys that tell the worker whether Redis kept its data: ``{prefix}{app_id}`` and
+#: ``{prefix}{app_id}:{worker}`` (see :class:`~streamtags.live.health.RedisProbe`).
+REDIS_MARKER_PREFIX = "streamtags:workers:"
 
 
 def state_table_name() -> str:
@@ -155,7 +159,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     )
     _start_agent(app, inputs, intake)
     _start_timers(app, settings, intake, sink)
-    _watch_dependencies(app, health, metrics_)
+    _watch_dependencies(app, settings, tagger)
     register_pages(
         app,
         lookup=AsyncTagClient(
@@ -333,13 +337,23 @@ def _start_timers(app: faust.App, settings: Settings, intake: Intake, sink: Redi
     _ = (fire_deadlines, log_counters, delete_idle_users)
 
 
-def _watch_dependencies(app: faust.App, health: DependencyHealth, metrics: Metrics) -> None:
-    """Probe Kafka, account outage time, and hold back repeated log lines."""
-    probe = KafkaProbe(lambda: producer_client(app), timeout_s=HEALTH_TIMEOUT_S)
+def _watch_dependencies(app: faust.App, settings: Settings, tagger: LiveTagger) -> None:
+    """Probe Kafka and Redis, restore Redis if it lost its data, account outage time,
+    and hold back repeated log lines."""
+    health, metrics = tagger.health, tagger.metrics
+    kafka = KafkaProbe(lambda: producer_client(app), timeout_s=HEALTH_TIMEOUT_S)
+    redis_probe = RedisProbe(
+        redis_url=settings.redis_url,
+        worker_key=f"{REDIS_MARKER_PREFIX}{settings.app_id}:{uuid.uuid4().hex[:12]}",
+        app_key=f"{REDIS_MARKER_PREFIX}{settings.app_id}",
+        timeout_s=HEALTH_TIMEOUT_S,
+    )
 
     @app.timer(interval=HEALTH_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def check_dependencies() -> None:
-        await probe.check(health)
+        await kafka.check(health)
+        if await redis_probe.check(health):
+            await tagger.restore_tag_store()
         health.account()
 
     @app.task  # type: ignore[untyped-decorator]

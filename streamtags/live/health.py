@@ -19,6 +19,13 @@ when it ends, with its length; the failures in between only count.
 own producer client (so it uses the worker's security settings), with a
 short timeout: the consumer and producer retry quietly for minutes, so a
 probe is what notices a dead broker within seconds.
+
+:class:`RedisProbe` sets two marker keys on every check and so notices both an
+outage (even when no tag changes) and a Redis that came back without its data
+(restarted empty, flushed, evicted): the worker's own marker, which lives a
+minute and is renewed each time, and the app's marker, which never lapses (for
+a worker that starts after the loss). The worker then restores every live tag
+of its users from their states (:meth:`~streamtags.live.tagger.LiveTagger.restore_tag_store`).
 """
 
 from __future__ import annotations
@@ -29,9 +36,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis
+import redis.asyncio as aioredis
+
 from streamtags.live.metrics import Metrics
 
-__all__ = ["DEPENDENCIES", "DependencyHealth", "KafkaProbe"]
+__all__ = ["DEPENDENCIES", "DependencyHealth", "KafkaProbe", "RedisProbe"]
 
 log = logging.getLogger("streamtags.live.health")
 
@@ -121,3 +131,51 @@ class KafkaProbe:
             health.failed("kafka", exc if str(exc) else type(exc).__name__)
             return
         health.ok("kafka")
+
+
+class RedisProbe:
+    """Two marker keys, set on every check: says whether Redis lost its data.
+
+    ``worker_key`` is this worker's (set with ``SET ... EX``, renewed on every
+    check, so it lapses ``marker_ttl_s`` after the worker stops); ``app_key``
+    is shared by the app's workers and never lapses. Redis lost its data since
+    the last check when the worker's marker is gone, or, at the first check,
+    when the app's marker is.
+    """
+
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        worker_key: str,
+        app_key: str,
+        timeout_s: float,
+        marker_ttl_s: int = 60,
+    ) -> None:
+        self.worker_key = worker_key
+        self.app_key = app_key
+        #: seconds
+        self.timeout_s = timeout_s
+        self.marker_ttl_s = marker_ttl_s
+        self._redis = aioredis.Redis.from_url(
+            redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        self._checked = False
+
+    async def check(self, health: DependencyHealth) -> bool:
+        """Ask once, report the answer to ``health``; True when Redis lost its data."""
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.set(self.worker_key, b"1", ex=self.marker_ttl_s, get=True)
+                pipe.set(self.app_key, b"1", get=True)
+                worker_had, app_had = await asyncio.wait_for(pipe.execute(), self.timeout_s)
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            health.failed("redis", exc)
+            return False
+        health.ok("redis")
+        first, self._checked = not self._checked, True
+        return app_had is None if first else worker_had is None
+
+    async def close(self) -> None:
+        """Release the connection."""
+        await self._redis.aclose()

@@ -267,6 +267,10 @@ class Outbox:
         for shipment in shipments:
             shipment.trigger_id = None
 
+    async def restore(self, changes: list[Change]) -> None:
+        """Write live tags again to a tag sink that lost them (not sent to any topic)."""
+        await self._update_sink(changes)
+
     async def _update_sink(self, changes: list[Change]) -> None:
         if changes:
             self.sink.add(changes)

@@ -444,6 +444,31 @@ class LiveTagger:
                 self.metrics.cache_evictions.inc(len(users))
         self.metrics.cache_bytes.set(self.cache.total)
 
+    # -- the tag sink lost its data ------------------------------------------------
+
+    async def restore_tag_store(self) -> int:
+        """Write every live tag of every owned user to the tag sink again, from their
+        states (Redis came back empty), :data:`CHUNK_USERS` users per write; returns
+        the tags written. Only their evidence is lost (see
+        :meth:`~streamtags.engine.partition.Partition.live_tags`)."""
+        started, restored = time.monotonic(), 0
+        for number, part in list(self.partitions.items()):
+            users = part.tagged_users()
+            for begin in range(0, len(users), CHUNK_USERS):
+                if self.partitions.get(number) is not part:
+                    break  # revoked meanwhile: its new owner restores it
+                now_ms = self.now_ms()
+                chunk = users[begin : begin + CHUNK_USERS]
+                changes = [change for user in chunk for change in part.live_tags(user, now_ms)]
+                await self.outbox.restore(changes)
+                restored += len(changes)
+        log.info(
+            "the tag store lost its data: %d live tags written again in %.1f s",
+            restored,
+            time.monotonic() - started,
+        )
+        return restored
+
     # -- idle users ---------------------------------------------------------------
 
     async def sweep(self) -> int:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from streamtags.live.health import DependencyHealth, KafkaProbe
+from streamtags.live.health import DependencyHealth, KafkaProbe, RedisProbe
 from streamtags.live.metrics import Metrics
 from streamtags.live.quiet_logs import RepeatFilter, install
-from tests.unit.test_live_tagger import World, whale
+from tests.unit.test_live_tagger import World, cart, fire_carts, whale
 
 
 class Ticking:
@@ -168,3 +168,32 @@ def test_the_filter_decides_once_per_record_whatever_the_number_of_handlers() ->
     finally:
         for handler in (first, second):
             logger.removeHandler(handler)
+
+
+async def test_a_tag_store_that_lost_its_data_gets_every_live_tag_back_from_the_states() -> None:
+    world = World()
+    await world.assign([0])
+    await world.feed([whale("ann"), cart("bob")], "batch-1")
+    await fire_carts(world)
+    await world.tagger.flush()
+    applied = {(c["user_id"], c["tag"]): c["change_id"] for c in world.tags.values()}
+    assert set(applied) == {("ann", "whale"), ("bob", "cart_abandoned")}
+    world.sink.tags.clear()  # Redis came back empty
+    assert await world.tagger.restore_tag_store() == 2
+    restored = {
+        (user, tag): change["change_id"]
+        for user, tags in world.sink.tags.items()
+        for tag, change in tags.items()
+    }
+    assert restored == applied
+    assert len(world.tags.records) == 2, "a restore sends nothing to the topics"
+
+
+async def test_the_redis_probe_reports_an_unreachable_redis() -> None:
+    health = DependencyHealth(Metrics())
+    probe = RedisProbe(
+        redis_url="redis://127.0.0.1:1/0", worker_key="w", app_key="a", timeout_s=0.05
+    )
+    assert await probe.check(health) is False
+    assert health.degraded() == ["redis"]
+    await probe.close()
