@@ -349,11 +349,20 @@ def _watch_dependencies(app: faust.App, settings: Settings, tagger: LiveTagger) 
         timeout_s=HEALTH_TIMEOUT_S,
     )
 
+    async def check_redis() -> None:
+        if await redis_probe.check(health):
+            await tagger.restore_tag_store()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def first_redis_check() -> None:
+        # At once, before partitions are owned: a first check that finds the app's
+        # marker gone restores every owned user, which should be nobody yet.
+        await check_redis()
+
     @app.timer(interval=HEALTH_INTERVAL_S)  # type: ignore[untyped-decorator]
     async def check_dependencies() -> None:
         await kafka.check(health)
-        if await redis_probe.check(health):
-            await tagger.restore_tag_store()
+        await check_redis()
         health.account()
 
     @app.task  # type: ignore[untyped-decorator]
@@ -366,7 +375,7 @@ def _watch_dependencies(app: faust.App, settings: Settings, tagger: LiveTagger) 
             )
         )
 
-    _ = (check_dependencies, quiet_repeated_logs)
+    _ = (first_redis_check, check_dependencies, quiet_repeated_logs)
 
 
 def run_worker(settings: Settings) -> None:

@@ -1,13 +1,20 @@
-"""Repeated warnings and errors, logged once per interval instead of many times a second.
+"""Repeated log lines, logged once per interval instead of many times a second.
 
 During a broker outage aiokafka and Faust log the same failure for every
 connection attempt, fetch, heartbeat and record (about a hundred ERROR lines
 a second were measured). :class:`RepeatFilter`, installed on the worker's
-log handlers, lets through one WARNING-or-worse record per logger and
-message template per interval, and at most a few per logger (some loggers
-build a new message each time); it counts the rest and says how many it held
-back when that template next gets through. INFO and DEBUG are never held.
-The outage itself is reported once by :mod:`streamtags.live.health`.
+log handlers, lets through:
+
+- one WARNING-or-worse record per logger and message template per
+  interval, and at most a few per library (``aiokafka``, ``faust``, ...:
+  some build a new message each time and log from many loggers);
+- one INFO record per logger and template per interval from libraries
+  (aiokafka logs a commit retry per partition), never holding streamtags'
+  own INFO lines, which are deliberate.
+
+It counts what it holds back and says how many when that template next gets
+through. DEBUG is never held. The outage itself is reported once by
+:mod:`streamtags.live.health`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ __all__ = ["RepeatFilter", "install"]
 
 #: The record attribute that remembers the decision for the other handlers.
 _DECISION = "_streamtags_repeat_filter"
+#: Loggers whose INFO lines are never held, and whose WARNING+ budget is per logger.
+_OWN = "streamtags"
 #: Forget templates not seen for this many intervals (bounds the filter's memory).
 _FORGET_AFTER_INTERVALS = 10
 
@@ -32,8 +41,9 @@ class _Seen:
 
 
 class RepeatFilter(logging.Filter):
-    """Holds back repeated WARNING+ records: one per (logger, template) per
-    ``interval_s``, and at most ``per_logger`` per logger per ``interval_s``."""
+    """Holds back repeated records (see the module docstring): one per (logger,
+    template) per ``interval_s``, and at most ``per_logger`` WARNING+ records per
+    library per ``interval_s``."""
 
     def __init__(
         self,
@@ -56,7 +66,9 @@ class RepeatFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """True to log ``record``; False holds it back (and counts it)."""
-        if record.levelno < logging.WARNING:
+        if record.levelno < logging.INFO:
+            return True
+        if record.levelno < logging.WARNING and record.name.startswith(_OWN):
             return True
         decided = record.__dict__.get(_DECISION)
         if decided is None:  # each handler asks again about the same record
@@ -69,7 +81,7 @@ class RepeatFilter(logging.Filter):
         seen = self._seen.get(key)
         if seen is not None and now - seen.passed_at < self.interval_s:
             return self._hold(record, seen)
-        if not self._logger_allows(record.name, now):
+        if record.levelno >= logging.WARNING and not self._library_allows(record.name, now):
             return self._hold(record, seen or self._seen.setdefault(key, _Seen(now)))
         if seen is not None and seen.held:
             record.msg = (
@@ -87,13 +99,16 @@ class RepeatFilter(logging.Filter):
             self.on_held(record.name)
         return False
 
-    def _logger_allows(self, name: str, now: float) -> bool:
-        started, passed = self._logger_window.get(name, (now, 0))
+    def _library_allows(self, name: str, now: float) -> bool:
+        """Whether the logger's library (its first name, or the logger itself for our
+        own) may log one more WARNING+ record in this interval."""
+        library = name if name.startswith(_OWN) else name.split(".", 1)[0]
+        started, passed = self._logger_window.get(library, (now, 0))
         if now - started >= self.interval_s:
             started, passed = now, 0
         if passed >= self.per_logger:
             return False
-        self._logger_window[name] = (started, passed + 1)
+        self._logger_window[library] = (started, passed + 1)
         return True
 
     @staticmethod
