@@ -4,7 +4,8 @@
 shipment) until :meth:`Outbox.confirm`, called by the tagger's flush, sees
 the broker confirm it; a lost record is sent again. Coupon triggers go
 through the trigger ledger (never sent twice once recorded sent), tag
-changes also to the tag sink (Redis), best effort.
+changes also to the tag sink (Redis), best effort; :meth:`Outbox.restore`
+writes every live tag to a tag sink that lost its data.
 
 Every record is checked against the producer's limit first
 (``max_record_bytes``, key plus value): one over it is not sent but
@@ -21,6 +22,7 @@ once; per-record failures are logged at DEBUG only.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -30,14 +32,26 @@ import orjson
 from streamtags.contracts.codec import KEPT_KEY_BYTES, dead_letter, encode
 from streamtags.contracts.values import shown
 from streamtags.engine.output import Change, Output, Rejection, Trigger
+from streamtags.engine.partition import Partition
 from streamtags.errors import InvalidEvent
 from streamtags.live.health import DependencyHealth
 from streamtags.live.metrics import Metrics
 from streamtags.live.seams import OUTAGES, Delivery, Sender, TagSink, TriggerLedger
 
-__all__ = ["Outbox", "Oversized", "Senders", "Shipment", "delivered", "queued"]
+__all__ = [
+    "RESTORE_CHUNK_USERS",
+    "Outbox",
+    "Oversized",
+    "Senders",
+    "Shipment",
+    "delivered",
+    "queued",
+]
 
 log = logging.getLogger("streamtags.live.outputs")
+
+#: Users whose live tags one tag-sink write restores (one Redis pipeline).
+RESTORE_CHUNK_USERS = 2000
 
 Oversized = Literal["state", "tag_change", "coupon_trigger", "dead_letter"]
 """What a record refused for its size was (the ``kind`` of the oversized-records metric)."""
@@ -267,9 +281,29 @@ class Outbox:
         for shipment in shipments:
             shipment.trigger_id = None
 
-    async def restore(self, changes: list[Change]) -> None:
-        """Write live tags again to a tag sink that lost them (not sent to any topic)."""
-        await self._update_sink(changes)
+    async def restore(
+        self, partitions: Mapping[int, Partition], *, now_ms: Callable[[], int]
+    ) -> int:
+        """Write every live tag of the partitions' users to the tag sink again (it lost
+        them), from their states, :data:`RESTORE_CHUNK_USERS` users per write; nothing
+        goes to a topic. Returns the tags written. Only the evidence is lost (see
+        :meth:`~streamtags.engine.partition.Partition.live_tags`)."""
+        started, restored = time.monotonic(), 0
+        for number, part in list(partitions.items()):
+            users = part.tagged_users()
+            for begin in range(0, len(users), RESTORE_CHUNK_USERS):
+                if partitions.get(number) is not part:
+                    break  # revoked meanwhile: its new owner restores it
+                chunk = users[begin : begin + RESTORE_CHUNK_USERS]
+                changes = [tag for user in chunk for tag in part.live_tags(user, now_ms())]
+                await self._update_sink(changes)
+                restored += len(changes)
+        log.info(
+            "the tag store lost its data: %d live tags written again in %.1f s",
+            restored,
+            time.monotonic() - started,
+        )
+        return restored
 
     async def _update_sink(self, changes: list[Change]) -> None:
         if changes:

@@ -66,6 +66,7 @@ from streamtags.errors import StateFormatError
 from streamtags.live.cache import CacheBudget
 from streamtags.live.health import DependencyHealth
 from streamtags.live.metrics import Metrics
+from streamtags.live.offsets import CommittedOffsets
 from streamtags.live.outputs import Outbox, Senders, delivered, queued
 from streamtags.live.seams import Delivery, StateStore, TagSink, TriggerLedger
 
@@ -155,11 +156,7 @@ class LiveTagger:
             now_ms=self.now_ms,
             topic_of_stream=self.topic_of_stream,
         )
-        #: (partition, stream) -> highest offset acked here / committed before assignment
-        self._acked: dict[tuple[int, str], int] = {}
-        self._committed: dict[tuple[int, str], int] = {}
-        #: ``_acked`` as it was when the last idle sweep started (Faust commits since)
-        self._acked_before: dict[tuple[int, str], int] = {}
+        self.committed = CommittedOffsets()
 
     def now_ms(self) -> int:
         """Wall clock, epoch ms."""
@@ -215,9 +212,9 @@ class LiveTagger:
         self.dirty.pop(number, None)
         self._acks.pop(number, None)
         self.cache.drop(number)
-        for table in (self._backlog_ends, self._committed, self._acked, self._acked_before):
-            for key in [k for k in table if k[0] == number]:
-                del table[key]
+        self.committed.drop(number)
+        for key in [k for k in self._backlog_ends if k[0] == number]:
+            del self._backlog_ends[key]
 
     async def _rebuild(self, number: int) -> Partition:
         """Partition ``number`` with its clock, deadlines and waiting events rebuilt from
@@ -271,7 +268,7 @@ class LiveTagger:
             part = self.partitions.get(number)
             if part is None:
                 continue
-            self._committed[(number, stream)] = position - 1  # the group resumed there
+            self.committed.assigned(number, stream, position)
             if position >= end:
                 part.clock.release(stream, now_ms)
             else:
@@ -342,13 +339,11 @@ class LiveTagger:
                 self._acks.setdefault(number, []).append(self._noting(ack, read_to))
 
     def _noting(self, ack: Ack, read_to: Mapping[tuple[int, str], int]) -> Ack:
-        """``ack``, then remember how far each stream is acked (the idle sweep needs it)."""
+        """``ack``, then note how far each stream is acked (for the idle sweep)."""
 
         async def ack_and_note() -> None:
             await ack()
-            for where, offset in read_to.items():
-                if offset > self._acked.get(where, -1):
-                    self._acked[where] = offset
+            self.committed.acked(read_to)
 
         return ack_and_note
 
@@ -448,26 +443,9 @@ class LiveTagger:
 
     async def restore_tag_store(self) -> int:
         """Write every live tag of every owned user to the tag sink again, from their
-        states (Redis came back empty), :data:`CHUNK_USERS` users per write; returns
-        the tags written. Only their evidence is lost (see
-        :meth:`~streamtags.engine.partition.Partition.live_tags`)."""
-        started, restored = time.monotonic(), 0
-        for number, part in list(self.partitions.items()):
-            users = part.tagged_users()
-            for begin in range(0, len(users), CHUNK_USERS):
-                if self.partitions.get(number) is not part:
-                    break  # revoked meanwhile: its new owner restores it
-                now_ms = self.now_ms()
-                chunk = users[begin : begin + CHUNK_USERS]
-                changes = [change for user in chunk for change in part.live_tags(user, now_ms)]
-                await self.outbox.restore(changes)
-                restored += len(changes)
-        log.info(
-            "the tag store lost its data: %d live tags written again in %.1f s",
-            restored,
-            time.monotonic() - started,
-        )
-        return restored
+        states (Redis came back empty); returns the tags written
+        (:meth:`~streamtags.live.outputs.Outbox.restore`)."""
+        return await self.outbox.restore(self.partitions, now_ms=self.now_ms)
 
     # -- idle users ---------------------------------------------------------------
 
@@ -476,32 +454,26 @@ class LiveTagger:
         partition, :data:`CHUNK_USERS` at a time; returns the deletions the broker confirmed.
 
         Each deletion removes the user from the local store and writes a tombstone to
-        the changelog. Only users whose every event is committed go (acked before the
-        previous sweep, or before this assignment), so a redelivered old event never
-        finds a user it already counted gone. Nothing is deleted during a Kafka outage."""
-        acked, self._acked_before = self._acked_before, dict(self._acked)
+        the changelog. Only users whose every event is committed go
+        (:mod:`streamtags.live.offsets`). Nothing is deleted during a Kafka outage."""
+        self.committed.sweep_starts()
         if "kafka" in self.health.degraded():
             return 0
         deliveries: list[Delivery | None] = []
         for number in list(self.partitions):
-            deliveries += await self._sweep_partition(number, acked)
+            deliveries += await self._sweep_partition(number)
         deleted = sum([await delivered(d, self.health) for d in deliveries])
         if deleted:
             self.metrics.idle_users_deleted.inc(deleted)
             log.info("deleted %d idle users (%d not confirmed)", deleted, len(deliveries) - deleted)
         return deleted
 
-    async def _sweep_partition(
-        self, number: int, acked: Mapping[tuple[int, str], int]
-    ) -> list[Delivery | None]:
+    async def _sweep_partition(self, number: int) -> list[Delivery | None]:
         part = self.partitions.get(number)
         watermark = part.watermark(self.now_ms()) if part is not None else None
         if part is None or watermark is None:
             return []
-        committed: dict[str, int] = {}  # stream -> offsets up to here are committed
-        for (owner, stream), offset in [*acked.items(), *self._committed.items()]:
-            if owner == number:
-                committed[stream] = max(committed.get(stream, -1), offset)
+        committed = self.committed.of(number)
         deliveries: list[Delivery | None] = []
         scan = self.store.scan(number)
         while True:
