@@ -6,7 +6,8 @@ letters, metrics), :mod:`~streamtags.live.tagger` (engine partitions,
 coalesced state writes, the one owner of flush-and-ack, idle users),
 :mod:`~streamtags.live.outputs` (output records, size limits, resends, the
 trigger ledger and tag sink), :mod:`~streamtags.live.cache` (the state
-cache's memory budget), :mod:`~streamtags.live.health` (Kafka and Redis up or
+cache's memory budget), :mod:`~streamtags.live.offsets` (what the idle sweep
+may forget), :mod:`~streamtags.live.health` (Kafka and Redis up or
 down, ``/health``) and :mod:`~streamtags.live.quiet_logs` (repeated warnings
 held back),
 :mod:`~streamtags.live.seams` (the tagger's I/O edges as Protocols) and
