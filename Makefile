@@ -6,7 +6,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv stack-up stack-down stack-status lint test unit integration demo bench bench-compare schemas clean
+.PHONY: venv stack-up stack-down stack-status lint test unit integration faults demo bench bench-compare schemas clean
 
 venv: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ integration: stack-up
 
 test: stack-up lint
 	$(VENV)/bin/pytest -q
+
+# The fault suite (tests/faults, README "Operating"): kills the stack's own Kafka and Redis,
+# so never run it beside other tests on the same stack; `make test` leaves it out.
+faults: stack-up
+	$(VENV)/bin/pytest -q -s tests/faults
 
 schemas: venv
 	$(VENV)/bin/streamtags schemas export

@@ -117,6 +117,7 @@ ErrorKind = Literal[
     "future_timestamp",
     "too_late",
     "engine_error",
+    "too_large",
 ]
 """Why an input message was dead-lettered (the ``error_kind`` of a dead letter).
 
@@ -124,7 +125,11 @@ ErrorKind = Literal[
 failed the contract; ``wrong_key``: a valid event whose message key is not its
 ``user_id`` (null keys too); ``future_timestamp``: stamped further ahead of the
 worker's wall clock than the allowed skew; ``too_late``: older than the rules
-can still use; ``engine_error``: valid, but a rule failed on it (a bug).
+can still use; ``engine_error``: valid, but a rule failed on it (a bug);
+``too_large``: a record the worker would write (a user's state, a tag change, a
+coupon trigger) is over the producer's size limit and was not written; the
+letter's value is that record (cut to fit), its key the user, its topic where
+the record would have gone, its offset -1.
 """
 
 

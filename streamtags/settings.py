@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from streamtags.errors import SettingsError
 
 __all__ = [
+    "MIN_RECORD_BYTES",
     "InputTopics",
     "KafkaSecurity",
     "OutputTopics",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 PREFIX = "STREAMTAGS_"
+#: The smallest record size limit that still fits a dead letter's own fields, bytes.
+MIN_RECORD_BYTES = 16_384
 
 #: A shorter web token is too easy to guess.
 MIN_WEB_TOKEN_CHARS = 16
@@ -254,6 +257,13 @@ class Settings:
     redis_key_prefix: str = "streamtags:user:"
     redis_trigger_prefix: str = "streamtags:trigger:"
     log_level: str = "info"
+    #: Largest record (key + value) the worker sends; larger ones are refused and
+    #: dead-lettered (``too_large``). Kafka's own limits must allow a little more.
+    max_record_bytes: int = 1_000_000
+    #: Memory budget of the user-state caches of all partitions together, MiB (estimated).
+    cache_max_mb: int = 512
+    #: How often idle users are looked for and deleted, wall-clock seconds.
+    sweep_interval_s: float = 600.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -311,8 +321,17 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}MAX_FUTURE_SKEW_MS must be >= 0, got {self.max_future_skew_ms}"
             )
-        if min(self.commit_interval_s, self.tick_interval_s) <= 0:
-            raise SettingsError(f"{PREFIX}COMMIT_INTERVAL_S and TICK_INTERVAL_S must be positive")
+        if min(self.commit_interval_s, self.tick_interval_s, self.sweep_interval_s) <= 0:
+            raise SettingsError(
+                f"{PREFIX}COMMIT_INTERVAL_S, TICK_INTERVAL_S and SWEEP_INTERVAL_S must be positive"
+            )
+        if self.max_record_bytes < MIN_RECORD_BYTES:
+            raise SettingsError(
+                f"{PREFIX}MAX_RECORD_BYTES must be at least {MIN_RECORD_BYTES} (a dead letter's "
+                f"own fields need room), got {self.max_record_bytes}"
+            )
+        if self.cache_max_mb < 1:
+            raise SettingsError(f"{PREFIX}CACHE_MAX_MB must be at least 1, got {self.cache_max_mb}")
         scheme = urlsplit(self.redis_url).scheme
         if scheme not in ("redis", "rediss", "unix"):
             raise SettingsError(

@@ -151,7 +151,10 @@ class DeadLetter(_Record):
         "failed the contract; wrong_key: a valid event whose message key is not its user_id "
         "(or is null); future_timestamp: stamped further ahead of the worker's wall clock "
         "than the allowed skew; too_late: older than the rules can still use; engine_error: "
-        "valid, but a rule failed on it (a bug to report)."
+        "valid, but a rule failed on it (a bug to report); too_large: a record the worker "
+        "would write (a user's state, a tag change, a coupon trigger) is over the producer's "
+        "size limit and was not written: the value is that record (cut to fit), the key the "
+        "user, the topic where it would have gone, the offset -1."
     )
     rejected_at: str = Field(description="Wall-clock time of rejection, RFC 3339 UTC.")
     value_truncated: bool = Field(

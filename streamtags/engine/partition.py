@@ -40,20 +40,34 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from streamtags.contracts.events import Account, Event
 from streamtags.contracts.ingest import Decoded
 from streamtags.contracts.records import iso_ms
 from streamtags.engine.clock import PartitionClock
-from streamtags.engine.deadlines import Deadlines
+from streamtags.engine.deadlines import MARKER_RETENTION_MS, Deadlines
 from streamtags.engine.output import Change, Output, Rejection, Trigger, UserTurn
 from streamtags.engine.routing import FeatureRouter
-from streamtags.engine.state import UserState
+from streamtags.engine.state import StateOutline, UserState
 from streamtags.engine.tags import TagBook
 from streamtags.errors import StateFormatError
-from streamtags.rulebook.loader import Ruleset
+from streamtags.rulebook.expressions import Env
+from streamtags.rulebook.loader import Rule, Ruleset
 
-__all__ = ["Change", "Engine", "Output", "Partition", "Rejection", "Trigger", "unreadable_state"]
+__all__ = [
+    "RESTORED",
+    "Change",
+    "Engine",
+    "Output",
+    "Partition",
+    "Rejection",
+    "Trigger",
+    "unreadable_state",
+]
+
+#: The evidence reason of a live tag restored from state (:meth:`Partition.live_tags`).
+RESTORED = "restored from the worker's state after the tag store lost it; see the tags topic"
 
 
 class Engine:
@@ -73,6 +87,20 @@ class Engine:
         self.features = self.router.features
         self.tags = TagBook(self.rules)
         self.deadlines = Deadlines(self.rules, tags=self.tags, lateness_ms=lateness_ms)
+        #: how long (event time, ms) after a user's last activity nothing the rules keep
+        #: can matter any more: see :meth:`forgettable`
+        self.idle_horizon_ms = _idle_horizon_ms(self.rules, self.features.values(), lateness_ms)
+
+    def forgettable(self, outline: StateOutline, watermark_ms: int) -> bool:
+        """Whether a user's state can be deleted at ``watermark_ms`` (event time): no live
+        tag, no armed deadline, no waiting event, consent not withdrawn (an opt-out is
+        kept forever), and no activity within :attr:`idle_horizon_ms` of the watermark.
+        A user who comes back afterwards starts afresh, exactly as if never seen."""
+        return (
+            outline.consents
+            and not outline.busy
+            and outline.active_to_ms < watermark_ms - self.idle_horizon_ms
+        )
 
     def partition(
         self, *, load: Callable[[str], UserState | None] | None = None, number: int = 0
@@ -379,6 +407,22 @@ class Partition:
         self._timers.set(user_id, self._time_due(state))
         for decoded in state.buffer:
             heapq.heappush(self._waiting, (decoded.event.ts, user_id))
+
+
+def _idle_horizon_ms(rules: Iterable[Rule], features: Iterable[Any], lateness_ms: int) -> int:
+    """The longest span any rule looks back over (event time, ms), plus the lateness:
+    feature windows, sequence ``within``s, tag lifetimes and cooldowns, fired-cart
+    markers, and absence ``within``s that are constants (one that depends on the data
+    keeps its deadline armed, and an armed deadline keeps the user anyway)."""
+    spans = [MARKER_RETENTION_MS]
+    for feature in features:
+        spans.append(feature.retain_ms)
+        spans.append(getattr(feature, "within_ms", 0))  # sequences keep a pending start
+    for rule in rules:
+        spans += [rule.ttl_ms, rule.cooldown_ms]
+        if rule.absence is not None and not rule.absence.within.names:
+            spans.append(int(rule.absence.within.run(Env({}, {}))))
+    return max(spans) + lateness_ms
 
 
 def _read_order(decoded: Decoded) -> tuple[int, str, str]:

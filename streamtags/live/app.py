@@ -6,7 +6,10 @@ them, so bad input cannot crash it) in batches, and hands each batch to
 metrics). The :class:`~streamtags.live.tagger.LiveTagger` writes each
 changed user's state at most once per commit interval and acks events only
 after the broker confirmed the state and outputs they produced; a timer
-fires deadlines for quiet users between batches. Pages
+fires deadlines for quiet users between batches, a slow one deletes idle
+users, and one probes Kafka for :mod:`streamtags.live.health`. Repeated
+warnings (aiokafka's and Faust's during a broker outage among them) are
+held back by :mod:`streamtags.live.quiet_logs`. Pages
 (:mod:`streamtags.live.web`): ``/metrics``, ``/health`` and
 ``GET /v1/users/{user_id}/tags``.
 """
@@ -18,6 +21,7 @@ import dataclasses
 import functools
 import gc
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -26,10 +30,12 @@ from faust.types import TP
 
 from streamtags.contracts.ingest import RawMessage
 from streamtags.engine.partition import Engine
-from streamtags.live.faust_internals import take_unacked
+from streamtags.live.faust_internals import producer_client, take_unacked
+from streamtags.live.health import DependencyHealth, KafkaProbe, RedisProbe
 from streamtags.live.intake import Intake
 from streamtags.live.kafka_client import faust_credentials
 from streamtags.live.metrics import Metrics
+from streamtags.live.quiet_logs import RepeatFilter, install
 from streamtags.live.seams import Delivery
 from streamtags.live.table_store import TableStore, partition_of
 from streamtags.live.tagger import Ack, LiveTagger, Senders
@@ -62,6 +68,17 @@ TRIGGER_TTL_S = 30 * 86_400
 #: Seconds between Redis projection ticks (probe, catch-up, resync): a Redis that
 #: lost its data is noticed within about this long of answering again.
 PROJECTION_TICK_S = 1.0
+#: Room for a record's framing above ``max_record_bytes`` in the producer's own limit.
+RECORD_FRAMING_BYTES = 4096
+#: How often Kafka is probed, and how long it may take to answer, seconds.
+HEALTH_INTERVAL_S = 2.0
+HEALTH_TIMEOUT_S = 2.0
+#: A repeated warning or error is logged at most once per this many seconds.
+LOG_REPEAT_INTERVAL_S = 60.0
+#: Redis keys that tell the worker whether Redis is reachable and kept its data:
+#: ``{prefix}{app_id}`` and ``{prefix}{app_id}:{worker}`` (see
+#: :class:`~streamtags.live.health.RedisProbe`).
+REDIS_MARKER_PREFIX = "streamtags:workers:"
 
 
 def state_table_name() -> str:
@@ -81,6 +98,11 @@ class ProducerSender:
     def __init__(self, app: faust.App, topic: str) -> None:
         self.app = app
         self.topic = topic
+
+    @property
+    def name(self) -> str:
+        """The topic's name."""
+        return self.topic
 
     async def send(self, key: bytes | None, value: bytes) -> Delivery:
         """Queue (key, value); returns the delivery future."""
@@ -104,6 +126,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     )
     table = _state_table(app, settings)
     sink = _redis_sink(settings, ruleset)
+    health = DependencyHealth(metrics_)
     tagger = LiveTagger(
         Engine(
             ruleset,
@@ -123,12 +146,17 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         commit_interval_s=settings.commit_interval_s,
         topic_of_stream={stream: topic for topic, stream in stream_of_topic.items()},
         partition_end=functools.partial(_partition_end, app, stream_of_topic),
+        max_record_bytes=settings.max_record_bytes,
+        cache_max_bytes=settings.cache_max_mb * 2**20,
+        health=health,
+        state_topic=table.changelog_topic.get_topic_name(),
     )
     intake = Intake(
         tagger,
         stream_of_topic=stream_of_topic,
         metrics=metrics_,
         max_future_skew_ms=settings.max_future_skew_ms,
+        max_record_bytes=settings.max_record_bytes,
     )
     _follow_assignment(
         app, table, tagger, input_topics=set(stream_of_topic), stream_of_topic=stream_of_topic
@@ -136,6 +164,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     _start_agent(app, inputs, intake)
     _start_timers(app, settings, intake, sink)
     _keep_redis_projection(app, tagger, sink)
+    _watch_dependencies(app, settings, tagger)
     register_pages(
         app,
         lookup=AsyncTagClient(
@@ -147,7 +176,7 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
         token=settings.web_token.reveal() or None,
         evidence=settings.web_evidence,
         health=lambda: {
-            "status": "ok",
+            **health.status(),
             "app_id": settings.app_id,
             "partitions": sorted(tagger.partitions),
             "rebalancing": bool(app.rebalancing),
@@ -191,6 +220,9 @@ def _faust_app(settings: Settings) -> faust.App:
         web_router_enabled=False,
         web_stats_enabled=False,
         producer_acks=-1,
+        # Records are checked against max_record_bytes (key + value) before they are
+        # sent; the producer's own limit counts the framing too.
+        producer_max_request_size=settings.max_record_bytes + RECORD_FRAMING_BYTES,
     )
 
 
@@ -329,7 +361,52 @@ def _start_timers(app: faust.App, settings: Settings, intake: Intake, sink: Redi
                 sink.queued_users,
             )
 
-    _ = (fire_deadlines, log_counters)
+    @app.timer(interval=settings.sweep_interval_s)  # type: ignore[untyped-decorator]
+    async def delete_idle_users() -> None:
+        if not app.rebalancing:
+            await tagger.sweep()
+
+    _ = (fire_deadlines, log_counters, delete_idle_users)
+
+
+def _watch_dependencies(app: faust.App, settings: Settings, tagger: LiveTagger) -> None:
+    """Probe Kafka and Redis, account outage time, and hold back repeated log lines."""
+    health, metrics = tagger.health, tagger.metrics
+    kafka = KafkaProbe(lambda: producer_client(app), timeout_s=HEALTH_TIMEOUT_S)
+    redis_probe = RedisProbe(
+        redis_url=settings.redis_url,
+        worker_key=f"{REDIS_MARKER_PREFIX}{settings.app_id}:{uuid.uuid4().hex[:12]}",
+        app_key=f"{REDIS_MARKER_PREFIX}{settings.app_id}",
+        timeout_s=HEALTH_TIMEOUT_S,
+    )
+
+    async def check_redis() -> None:
+        # Reports the outage only: the projector (serving.projection) restores the tags.
+        await redis_probe.check(health)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def first_redis_check() -> None:
+        # At once, before partitions are owned: a first check that finds the app's
+        # marker gone restores every owned user, which should be nobody yet.
+        await check_redis()
+
+    @app.timer(interval=HEALTH_INTERVAL_S)  # type: ignore[untyped-decorator]
+    async def check_dependencies() -> None:
+        await kafka.check(health)
+        await check_redis()
+        health.account()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def quiet_repeated_logs() -> None:
+        # Runs once the worker has set up logging: the filter goes on its handlers.
+        held = metrics.log_records_held
+        install(
+            RepeatFilter(
+                interval_s=LOG_REPEAT_INTERVAL_S, on_held=lambda name: held.labels(name).inc()
+            )
+        )
+
+    _ = (first_redis_check, check_dependencies, quiet_repeated_logs)
 
 
 def _keep_redis_projection(app: faust.App, tagger: LiveTagger, sink: RedisSink) -> None:

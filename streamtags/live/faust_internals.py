@@ -14,7 +14,11 @@ instead of in a running worker. :data:`PRIVATE_APIS` lists them.
   :func:`mark_persisted`: the RocksDB store's ``_db_for_partition``,
   ``_key_index`` and ``set_persisted_offset``, used to write a partition's
   state outside a stream event (:mod:`streamtags.live.table_store`).
+- :func:`forget_key_partition`: the same ``_key_index``, for a deleted key.
 - :func:`memory_data`: the memory store's ``data`` dict.
+- :func:`producer_client`: the aiokafka client behind the app's producer
+  (``faust.transport.drivers.aiokafka.Producer._producer``), which the
+  Kafka health probe asks for metadata.
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from mode.utils.futures import notify
 
 __all__ = [
     "PRIVATE_APIS",
+    "forget_key_partition",
     "mark_persisted",
     "memory_data",
+    "producer_client",
     "remember_key_partition",
     "rocks_partition_db",
     "take_unacked",
@@ -42,6 +48,7 @@ PRIVATE_APIS: tuple[str, ...] = (
     "faust.stores.rocksdb.Store._key_index (key -> partition)",
     "faust.stores.rocksdb.Store.set_persisted_offset(tp, offset)",
     "faust.stores.memory.Store.data (dict)",
+    "faust.transport.drivers.aiokafka.Producer._producer (AIOKafkaProducer | None)",
 )
 """The private Faust APIs used here, as the test names them."""
 
@@ -103,6 +110,11 @@ def remember_key_partition(store: Any, key: bytes, partition: int) -> None:
     store._key_index[key] = partition
 
 
+def forget_key_partition(store: Any, key: bytes) -> None:
+    """Tell a RocksDB store that ``key`` was deleted (its partition index forgets it)."""
+    store._key_index.pop(key, None)
+
+
 def mark_persisted(store: Any, topic: str, partition: int, offset: int) -> None:
     """Record in a RocksDB store how far it holds the changelog, so a restart
     replays only the tail (what Faust's own changelog callback does)."""
@@ -113,3 +125,9 @@ def memory_data(store: Any) -> MutableMapping[bytes, bytes]:
     """The dict behind a memory store (all partitions together)."""
     data: MutableMapping[bytes, bytes] = store.data
     return data
+
+
+def producer_client(app: Any) -> Any | None:
+    """The aiokafka client of the app's running producer, or None before it started."""
+    producer = getattr(app.producer, "_producer", None)
+    return producer.client if producer is not None else None

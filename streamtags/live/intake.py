@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 
-from streamtags.contracts.codec import encode
+from streamtags.contracts.codec import KEPT_KEY_BYTES, MAX_RECORD_BYTES, encode
 from streamtags.contracts.ingest import IngestBatch, RawMessage, decode_batch
 from streamtags.live.metrics import Metrics
 from streamtags.live.tagger import Ack, LiveTagger
@@ -33,10 +33,13 @@ class Intake:
         stream_of_topic: Mapping[str, str],
         metrics: Metrics,
         max_future_skew_ms: int = 300_000,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self.tagger = tagger
         #: how far (ms) an event may be stamped ahead of the worker's wall clock
         self.max_future_skew_ms = max_future_skew_ms
+        #: the largest record the producer sends, bytes: dead letters are cut to fit
+        self.max_record_bytes = max_record_bytes
         self.stream_of_topic = dict(stream_of_topic)
         self.topic_of_stream = {stream: topic for topic, stream in stream_of_topic.items()}
         self.metrics = metrics
@@ -52,6 +55,8 @@ class Intake:
             stream_of_topic=self.stream_of_topic,
             now_ms=now_ms,
             max_future_skew_ms=self.max_future_skew_ms,
+            # The record key is the message key, cut to KEPT_KEY_BYTES by the outbox.
+            max_record_bytes=self.max_record_bytes - KEPT_KEY_BYTES,
         )
         self.tagger.note_read(
             (m.partition, self.stream_of_topic[m.topic], m.offset) for m in messages

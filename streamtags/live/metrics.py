@@ -77,6 +77,51 @@ class Metrics:
             registry=r,
         )
 
+        self._resources(r)
+
+    def _resources(self, r: CollectorRegistry) -> None:
+        """Bounded resources and degradation: sizes, idle users, cache, outages, logs."""
+        self.oversized_records = Counter(
+            "streamtags_oversized_records_total",
+            "Records over the producer's size limit, refused and dead-lettered instead "
+            "(kind: state, tag_change, coupon_trigger, dead_letter).",
+            ["kind"],
+            registry=r,
+        )
+        self.idle_users_deleted = Counter(
+            "streamtags_idle_users_deleted_total",
+            "User states deleted (tombstoned) after the longest rule horizon without activity.",
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "streamtags_state_cache_bytes",
+            "Estimated memory of the cached user states of all partitions.",
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "streamtags_state_cache_evictions_total",
+            "Clean user states evicted from memory to stay within the cache budget.",
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "streamtags_dependency_up",
+            "1 while the dependency answers, 0 during an outage.",
+            ["dependency"],
+            registry=r,
+        )
+        self.dependency_down_seconds = Counter(
+            "streamtags_dependency_down_seconds_total",
+            "Wall-clock seconds the dependency has been unreachable.",
+            ["dependency"],
+            registry=r,
+        )
+        self.log_records_held = Counter(
+            "streamtags_log_records_held_total",
+            "Repeated warning and error log records held back (logged once per interval).",
+            ["logger"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)

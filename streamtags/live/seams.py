@@ -53,6 +53,11 @@ class StateStore(Protocol):
         """Store locally and queue the changelog record; return its delivery."""
         ...
 
+    async def delete(self, partition: int, key: bytes) -> Delivery:
+        """Delete locally and queue a tombstone (a changelog record whose value is null,
+        which recovery and log compaction treat as a deletion); return its delivery."""
+        ...
+
     def scan(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every stored (user key, state bytes) of ``partition``; reserved keys left out."""
         ...
@@ -98,6 +103,11 @@ class TriggerLedger(Protocol):
 @runtime_checkable
 class Sender(Protocol):
     """One output topic."""
+
+    @property
+    def name(self) -> str:
+        """The topic's name (dead letters about refused records name it)."""
+        ...
 
     async def send(self, key: bytes | None, value: bytes) -> Delivery:
         """Queue (key, value) for the topic; awaiting returns the record's delivery."""

@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka.partitioner import murmur2
 
 from streamtags.live.faust_internals import (
+    forget_key_partition,
     mark_persisted,
     memory_data,
     remember_key_partition,
@@ -70,6 +71,25 @@ class TableStore:
         table = self.table
         future = await table.app.producer.send(
             table.changelog_topic.get_topic_name(), key, value, partition, None, None
+        )
+        if db is not None:
+            future.add_done_callback(self._persisted)
+        return future  # type: ignore[no-any-return]
+
+    async def delete(self, partition: int, key: bytes) -> Delivery:
+        """Delete locally and queue the tombstone (a null value): Faust's recovery deletes
+        the key on reading it (RocksDB and memory stores alike), and log compaction
+        removes the key from the changelog topic."""
+        store = self._store
+        db = rocks_partition_db(store, partition)
+        if db is not None:
+            db.delete(key)
+            forget_key_partition(store, key)
+        else:
+            memory_data(store).pop(key, None)
+        table = self.table
+        future = await table.app.producer.send(
+            table.changelog_topic.get_topic_name(), key, None, partition, None, None
         )
         if db is not None:
             future.add_done_callback(self._persisted)

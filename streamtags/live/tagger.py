@@ -26,9 +26,24 @@ task calls it (the agent, the deadline timer, the revoke handler):
   events whose state was dropped are never acked here: the new owner reads
   them again from the last committed offset.
 
-The tag sink and trigger ledger are best effort: when either is down,
-tagging to Kafka goes on (the sink keeps its queue; the ledger lets every
-trigger through, and consumers deduplicate by ``trigger_id``).
+The outputs themselves (sizes, resends, the trigger ledger, the tag sink)
+are :class:`~streamtags.live.outputs.Outbox`'s. The tag sink and trigger
+ledger are best effort: when either is down, tagging to Kafka goes on (the
+sink keeps its queue; the ledger lets every trigger through, and consumers
+deduplicate by ``trigger_id``). A user's state over the record size limit is
+refused alone (dead-lettered, not written); the other users' writes and the
+acks go on.
+
+Bounded resources:
+
+- A new partition is rebuilt from the store in slices of
+  :data:`REBUILD_SLICE_S`, yielding to the event loop in between (heartbeats
+  keep going); the idle sweep goes :data:`CHUNK_USERS` users at a time.
+- The cached states stay within a memory budget
+  (:mod:`streamtags.live.cache`); clean users beyond it are evicted.
+- :meth:`~LiveTagger.sweep` deletes users idle past the rules' longest
+  horizon (:meth:`~streamtags.engine.partition.Engine.forgettable`): from
+  the local store, and from the changelog with a tombstone.
 """
 
 from __future__ import annotations
@@ -37,48 +52,47 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import islice
 
 import orjson
 
-from streamtags.contracts.codec import dead_letter, encode
+from streamtags.contracts.codec import MAX_RECORD_BYTES
 from streamtags.contracts.events import parse_event_time
 from streamtags.contracts.ingest import Decoded
-from streamtags.engine.partition import (
-    Change,
-    Engine,
-    Output,
-    Partition,
-    Rejection,
-    Trigger,
-    unreadable_state,
-)
-from streamtags.engine.state import UserState
-from streamtags.errors import InvalidEvent, StateFormatError
+from streamtags.engine.partition import Engine, Output, Partition, unreadable_state
+from streamtags.engine.state import StateOutline, UserState
+from streamtags.errors import StateFormatError
+from streamtags.live.cache import CacheBudget
+from streamtags.live.health import DependencyHealth
 from streamtags.live.metrics import Metrics
-from streamtags.live.seams import OUTAGES, Delivery, Sender, StateStore, TagSink, TriggerLedger
+from streamtags.live.offsets import CommittedOffsets
+from streamtags.live.outputs import Outbox, Senders, delivered, queued
+from streamtags.live.seams import Delivery, StateStore, TagSink, TriggerLedger
 
-__all__ = ["CACHE_MAX_USERS", "CLOCK_KEY_PREFIX", "Ack", "LiveTagger", "Receipt", "Senders"]
+__all__ = [
+    "CHUNK_USERS",
+    "CLOCK_KEY_PREFIX",
+    "REBUILD_SLICE_S",
+    "Ack",
+    "LiveTagger",
+    "Receipt",
+    "Senders",
+]
 
 log = logging.getLogger("streamtags.live.tagger")
 
 Ack = Callable[[], Awaitable[None]]
 """Acks a batch's events of one input partition (their offsets become committable)."""
 
-#: Clean user states kept in memory per partition before the cache is dropped.
-CACHE_MAX_USERS = 200_000
+#: Stored users the idle sweep looks at between two yields to the event loop (about
+#: 5 us each: bench/rebuild.py measured stretches of 30-55 ms over a million users).
+CHUNK_USERS = 2000
+#: The longest a rebuild works before it yields to the event loop, wall-clock seconds.
+#: By time, not by users: a user with tags costs ten times a quiet one to read.
+REBUILD_SLICE_S = 0.02
 #: Key under which each partition's clock is stored in the state table (reserved: \x00...).
 CLOCK_KEY_PREFIX = b"\x00clock:"
-
-
-@dataclass(frozen=True, slots=True)
-class Senders:
-    """The output topics the tagger writes."""
-
-    tags: Sender
-    risk_tags: Sender
-    coupon_triggers: Sender
-    dead_letter: Sender
 
 
 @dataclass(slots=True)
@@ -89,45 +103,8 @@ class Receipt:
     acks: Mapping[int, Ack]
     #: the engine partitions the batch ran on; a partition replaced since was revoked
     owners: dict[int, Partition]
-
-
-@dataclass(slots=True)
-class _Shipment:
-    """One output record and its delivery; a lost record is sent again."""
-
-    sender: Sender
-    key: bytes | None
-    value: bytes
-    delivery: Delivery | None
-    trigger_id: str | None = None  # until the ledger knows it was sent
-
-    async def confirmed(self) -> bool:
-        """Whether the broker has it, after sending it once more if it was lost."""
-        if await _delivered(self.delivery):
-            return True
-        self.delivery = await _queue(self.sender.send(self.key, self.value))
-        return await _delivered(self.delivery)
-
-
-async def _queue(sending: Awaitable[Delivery]) -> Delivery | None:
-    """Queue a record; None when even queueing failed (the flush will retry)."""
-    try:
-        return await sending
-    except Exception as exc:  # whatever the producer raises, the record is not queued
-        log.warning("could not queue a record: %r", exc)
-        return None
-
-
-async def _delivered(delivery: Delivery | None) -> bool:
-    """Whether the broker confirmed ``delivery``."""
-    if delivery is None:
-        return False
-    try:
-        await delivery
-    except Exception as exc:  # whatever the producer raises, the record did not land
-        log.warning("a record was not delivered: %r", exc)
-        return False
-    return True
+    #: (partition, stream) -> the highest offset of the batch's valid events
+    read_to: dict[tuple[int, str], int] = field(default_factory=dict)
 
 
 class LiveTagger:
@@ -146,6 +123,10 @@ class LiveTagger:
         clock: Callable[[], float] = time.time,
         topic_of_stream: Mapping[str, str] | None = None,
         partition_end: Callable[[int, str], int | None] | None = None,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        cache_max_bytes: int = 512 * 2**20,
+        health: DependencyHealth | None = None,
+        state_topic: str = "user-state-changelog",
     ) -> None:
         self.engine = engine
         #: input stream -> its topic (dead letters name the topic an event came from)
@@ -155,9 +136,6 @@ class LiveTagger:
         #: (partition, stream) -> the highest offset read
         self._read_to: dict[tuple[int, str], int] = {}
         self.store = store
-        self.senders = senders
-        self.sink = sink
-        self.guard = guard
         self.metrics = metrics
         self.commit_interval_s = commit_interval_s
         self.clock = clock
@@ -166,10 +144,24 @@ class LiveTagger:
         self.dirty: dict[int, set[str]] = {}
         self.last_flush = clock()
         self._acks: dict[int, list[Ack]] = {}
-        self._outbox: list[_Shipment] = []
         self._flushing = asyncio.Lock()
         #: (partition, stream) -> the offset its backlog at assignment ends at
         self._backlog_ends: dict[tuple[int, str], int] = {}
+        #: where a state is written (dead letters of refused states name it)
+        self.state_topic = state_topic
+        self.cache = CacheBudget(max_bytes=cache_max_bytes)
+        self.health = health or DependencyHealth(metrics)
+        self.outbox = Outbox(
+            senders,
+            sink=sink,
+            guard=guard,
+            metrics=metrics,
+            health=self.health,
+            max_record_bytes=max_record_bytes,
+            now_ms=self.now_ms,
+            topic_of_stream=self.topic_of_stream,
+        )
+        self.committed = CommittedOffsets()
 
     def now_ms(self) -> int:
         """Wall clock, epoch ms."""
@@ -181,11 +173,13 @@ class LiveTagger:
         """The engine partition for input partition ``number`` (built on first use)."""
         part = self.partitions.get(number)
         if part is None:
-            part = self.engine.partition(
-                load=lambda user_id: self._load(number, user_id), number=number
-            )
-            self.partitions[number] = part
+            part = self.partitions[number] = self._new_partition(number)
         return part
+
+    def _new_partition(self, number: int) -> Partition:
+        return self.engine.partition(
+            load=lambda user_id: self._load(number, user_id), number=number
+        )
 
     @staticmethod
     def _clock_key(number: int) -> bytes:
@@ -193,6 +187,7 @@ class LiveTagger:
 
     def _load(self, number: int, user_id: str) -> UserState | None:
         raw = self.store.get(number, user_id.encode())
+        self.cache.note(number, user_id, None if raw is None else len(raw))
         if raw is None:
             return None
         try:
@@ -211,20 +206,32 @@ class LiveTagger:
         async with self._flushing:
             revoked = [number for number in self.partitions if number not in wanted]
             for number in revoked:
-                del self.partitions[number]
-                self.dirty.pop(number, None)
-                self._acks.pop(number, None)
-                for waits in (self._backlog_ends, self._read_to):
-                    for key in [k for k in waits if k[0] == number]:
-                        del waits[key]
-            # Redis projection (issue 9): queued Redis writes of revoked partitions go too;
-            # the new owner projects those users' live tags from their state.
-            self.sink.drop_partitions(revoked)
+                self._drop(number)
+            # Queued Redis writes of revoked partitions go too; the new owner projects
+            # those users' live tags from their state (serving.projection).
+            self.outbox.sink.drop_partitions(revoked)
             for number in sorted(wanted - set(self.partitions)):
-                self._rebuild(number)
+                self.partitions[number] = await self._rebuild(number)
 
-    def _rebuild(self, number: int) -> None:
-        part = self.partition(number)
+    def _drop(self, number: int) -> None:
+        """Forget a revoked partition: its engine state, unwritten changes, waiting acks,
+        cache and offsets (a later owner of it starts from the committed offsets)."""
+        del self.partitions[number]
+        self.dirty.pop(number, None)
+        self._acks.pop(number, None)
+        self.cache.drop(number)
+        self.committed.drop(number)
+        for waits in (self._backlog_ends, self._read_to):
+            for key in [k for k in waits if k[0] == number]:
+                del waits[key]
+
+    async def _rebuild(self, number: int) -> Partition:
+        """Partition ``number`` with its clock, deadlines and waiting events rebuilt from
+        the store, yielding to the event loop (and with it the consumer's heartbeats)
+        every :data:`REBUILD_SLICE_S`. Only users with a live tag, an armed deadline or
+        a waiting event are read in full; for the rest nothing is scheduled."""
+        started = time.monotonic()
+        part = self._new_partition(number)  # installed by the caller once complete
         clock = self.store.get(number, self._clock_key(number))
         if clock is not None:
             part.clock.restore(orjson.loads(clock))
@@ -233,16 +240,33 @@ class LiveTagger:
         part.clock.hold(
             self.topic_of_stream or ("orders", "browse", "logins", "accounts"), self.now_ms()
         )
-        users = 0
+        users = busy = 0
+        yield_at = time.monotonic() + REBUILD_SLICE_S
         for key, raw in self.store.scan(number):
+            users += 1
+            if users % 64 == 0 and time.monotonic() >= yield_at:
+                part.forget(list(part.states))  # keep the deadline index, not the states
+                await asyncio.sleep(0)
+                yield_at = time.monotonic() + REBUILD_SLICE_S
             try:
+                if not StateOutline.read(raw).busy:
+                    continue
                 state = UserState.from_bytes(raw, self.engine.features)
             except StateFormatError:
                 continue
             part.adopt(key.decode(), state)
-            users += 1
-        part.forget(list(part.states))  # keep the deadline index, not the states
-        log.info("partition %d: %d users, next deadline %s", number, users, part.next_deadline_ms())
+            busy += 1
+        part.forget(list(part.states))
+        log.info(
+            "partition %d: %d users (%d with tags, deadlines or waiting events) read in "
+            "%.1f s; next deadline %s",
+            number,
+            users,
+            busy,
+            time.monotonic() - started,
+            part.next_deadline_ms(),
+        )
+        return part
 
     def expect_backlog(self, ends: Mapping[tuple[int, str], tuple[int, int]]) -> None:
         """Say where each new (partition, stream)'s backlog ends: ``(position, end)``
@@ -254,6 +278,7 @@ class LiveTagger:
             if part is None:
                 continue
             self._read_to[(number, stream)] = position - 1
+            self.committed.assigned(number, stream, position)
             if position >= end:
                 part.clock.release(stream, now_ms)
             else:
@@ -295,8 +320,11 @@ class LiveTagger:
         :meth:`settle` once the caller has added the batch's own dead letters."""
         now_ms = self.now_ms()
         by_partition: dict[int, list[Decoded]] = {}
+        read_to: dict[tuple[int, str], int] = {}
         for decoded in events:
             by_partition.setdefault(decoded.partition, []).append(decoded)
+            where = (decoded.partition, decoded.source)
+            read_to[where] = max(read_to.get(where, -1), decoded.offset)
         owners = {number: self.partition(number) for number in {*by_partition, *acks}}
         out = Output()
         for number, batch in by_partition.items():
@@ -307,8 +335,8 @@ class LiveTagger:
             self.metrics.event_to_output.observe(
                 max(0, now_ms - parse_event_time(change["ts"])) / 1000
             )
-        await self._ship(out)
-        return Receipt(acks, owners)
+        await self.outbox.ship(out)
+        return Receipt(acks, owners, read_to)
 
     async def settle(
         self, receipt: Receipt, *, dead_letters: Iterable[tuple[bytes | None, bytes]] = ()
@@ -316,11 +344,20 @@ class LiveTagger:
         """Queue a batch's dead letters and register its acks for the next flush.
 
         Acks of a partition revoked since the batch ran are dropped."""
-        for key, value in dead_letters:
-            await self._send(self.senders.dead_letter, key, value)
+        await self.outbox.dead_letters(dead_letters)
         for number, ack in receipt.acks.items():
             if self.partitions.get(number) is receipt.owners[number]:
-                self._acks.setdefault(number, []).append(ack)
+                read_to = {k: v for k, v in receipt.read_to.items() if k[0] == number}
+                self._acks.setdefault(number, []).append(self._noting(ack, read_to))
+
+    def _noting(self, ack: Ack, read_to: Mapping[tuple[int, str], int]) -> Ack:
+        """``ack``, then note how far each stream is acked (for the idle sweep)."""
+
+        async def ack_and_note() -> None:
+            await ack()
+            self.committed.acked(read_to)
+
+        return ack_and_note
 
     def mark_idle_streams(self) -> None:
         """Tell each partition's clock which streams have read everything there is, so a
@@ -346,7 +383,7 @@ class LiveTagger:
             result = part.advance(now_ms)
             self._mark(number, result)
             out.extend(result)
-        await self._ship(out)
+        await self.outbox.ship(out)
 
     def _mark(self, number: int, out: Output) -> None:
         if out.dirty:
@@ -354,108 +391,11 @@ class LiveTagger:
         for delay_ms in out.fire_delays_ms:
             self.metrics.deadline_lateness.observe(max(0, delay_ms) / 1000)
 
-    # -- outputs ----------------------------------------------------------------
-
-    async def _send(
-        self, sender: Sender, key: bytes | None, value: bytes, trigger_id: str | None = None
-    ) -> _Shipment:
-        shipment = _Shipment(sender, key, value, await _queue(sender.send(key, value)), trigger_id)
-        self._outbox.append(shipment)
-        return shipment
-
-    async def _ship(self, out: Output) -> None:
-        for rejection in out.rejected:
-            await self._dead_letter(rejection)
-        if out.duplicates:
-            self.metrics.duplicates.inc(out.duplicates)
-        for change in out.changes:
-            key = change["user_id"].encode()
-            value = orjson.dumps(change)
-            await self._send(self.senders.tags, key, value)
-            if change["category"] == "risk":
-                await self._send(self.senders.risk_tags, key, value)
-            self.metrics.tag_changes.labels(change["tag"], change["action"]).inc()
-        if out.triggers:
-            await self._send_triggers(out.triggers)
-        await self._update_sink(out.changes)
-
-    async def _dead_letter(self, rejection: Rejection) -> None:
-        """Send an event the engine did not apply to the dead-letter topic, with why."""
-        decoded = rejection.decoded
-        topic = self.topic_of_stream.get(decoded.source, decoded.source)
-        raw = decoded.raw or decoded.event.model_dump_json(exclude_none=True).encode()
-        letter = dead_letter(
-            topic=topic,
-            partition=decoded.partition,
-            offset=decoded.offset,
-            key=decoded.event.user_id.encode(),
-            value=raw,
-            error=InvalidEvent(rejection.reason, rejection.kind),
-            now_ms=self.now_ms(),
-        )
-        await self._send(self.senders.dead_letter, decoded.event.user_id.encode(), encode(letter))
-        self.metrics.events_rejected.labels(topic, rejection.kind).inc()
-        log.warning(
-            "dead-lettered %s[%d]@%d (%s): %s",
-            topic,
-            decoded.partition,
-            decoded.offset,
-            rejection.kind,
-            rejection.reason,
-        )
-
-    async def _send_triggers(self, triggers: list[Trigger]) -> None:
-        """Send the triggers the ledger has not seen sent; record each as sent on delivery."""
-        ids = [trigger["trigger_id"] for trigger in triggers]
-        try:
-            wanted = await self.guard.claim(ids)
-        except OUTAGES as exc:
-            log.warning("trigger ledger unavailable (%r); sending %d unguarded", exc, len(ids))
-            wanted = set(ids)
-        shipments = []
-        for trigger in triggers:
-            if trigger["trigger_id"] not in wanted:
-                continue  # sent before a crash or a redelivery: never twice
-            key, value = trigger["user_id"].encode(), orjson.dumps(trigger)
-            shipments.append(
-                await self._send(self.senders.coupon_triggers, key, value, trigger["trigger_id"])
-            )
-            self.metrics.coupon_triggers.inc()
-        # Marked sent right away: the shorter a trigger stays ``pending``, the smaller
-        # the window in which a crash makes a replay send it a second time.
-        await self._mark_sent([s for s in shipments if await _delivered(s.delivery)])
-
-    async def _mark_sent(self, shipments: list[_Shipment]) -> None:
-        ids = [s.trigger_id for s in shipments if s.trigger_id is not None]
-        if not ids:
-            return
-        try:
-            await self.guard.mark_sent(ids)
-        except OUTAGES as exc:
-            log.warning("could not mark %d triggers sent (%r); replays resend them", len(ids), exc)
-            return
-        for shipment in shipments:
-            shipment.trigger_id = None
-
-    async def _update_sink(self, changes: list[Change]) -> None:
-        if changes:
-            self.sink.add(changes)
-        if not self.sink.queued_users:
-            return
-        try:
-            written = await self.sink.flush()
-        except OUTAGES as exc:
-            log.warning("tag sink unavailable (%r); %d users queued", exc, self.sink.queued_users)
-            written = False
-        if not written:
-            self.metrics.redis_errors.inc()
-        self.metrics.redis_pending_users.set(self.sink.queued_users)
-
     # -- flush and ack ------------------------------------------------------------
 
     def flush_due(self) -> bool:
         """Whether anything waits for a flush and ``commit_interval_s`` passed since the last."""
-        waiting = self.dirty or self._acks or self._outbox
+        waiting = self.dirty or self._acks or self.outbox.pending
         return bool(waiting) and self.clock() - self.last_flush >= self.commit_interval_s
 
     async def flush(self) -> int:
@@ -467,15 +407,10 @@ class LiveTagger:
             self.last_flush = self.clock()
             dirty, self.dirty = self.dirty, {}
             acks, self._acks = self._acks, {}
-            outbox, self._outbox = self._outbox, []
+            outbox = self.outbox.take()
             written, states_ok = await self._write_states(dirty)
-            confirmed: list[_Shipment] = []
-            lost: list[_Shipment] = []
-            for shipment in outbox:
-                (confirmed if await shipment.confirmed() else lost).append(shipment)
-            await self._mark_sent(confirmed)
+            lost = await self.outbox.confirm(outbox)  # the lost ones pend again
             if not states_ok or lost:
-                self._outbox[:0] = lost
                 for number, waiting in acks.items():  # in front of acks registered since
                     self._acks[number] = waiting + self._acks.get(number, [])
                 self.metrics.flush_failures.inc()
@@ -484,7 +419,7 @@ class LiveTagger:
             for waiting in acks.values():  # only owned partitions' acks get in (settle)
                 for ack in waiting:
                     await ack()
-            self._trim_caches(dirty)
+            self._trim_caches()
             return written
 
     async def _write_states(self, dirty: dict[int, set[str]]) -> tuple[int, bool]:
@@ -496,14 +431,20 @@ class LiveTagger:
             if part is None:
                 continue
             for user_id in users:
-                put = self.store.put(number, user_id.encode(), part.dump(user_id))
-                writes.append((number, user_id, await _queue(put)))
+                key, data = user_id.encode(), part.dump(user_id)
+                if not self.outbox.fits(key, data):  # refused: the others' writes go on
+                    await self.outbox.refuse("state", self.state_topic, number, key, data)
+                    continue
+                self.cache.note(number, user_id, len(data))
+                writes.append(
+                    (number, user_id, await queued(self.store.put(number, key, data), self.health))
+                )
             clock = orjson.dumps(part.clock.to_list())
             put = self.store.put(number, self._clock_key(number), clock)
-            writes.append((number, None, await _queue(put)))
+            writes.append((number, None, await queued(put, self.health)))
         written, all_ok = 0, True
         for number, written_user, delivery in writes:
-            if await _delivered(delivery):
+            if await delivered(delivery, self.health):
                 written += written_user is not None
                 continue
             all_ok = False
@@ -512,9 +453,82 @@ class LiveTagger:
                 users.add(written_user)
         return written, all_ok
 
-    def _trim_caches(self, numbers: Iterable[int]) -> None:
-        for number in numbers:
+    def _trim_caches(self) -> None:
+        """Evict clean users beyond the cache budget (:mod:`streamtags.live.cache`)."""
+        for number, users in self.cache.evictions(self.dirty).items():
             part = self.partitions.get(number)
-            if part is not None and len(part.states) > CACHE_MAX_USERS:
-                still_dirty = self.dirty.get(number, set())  # changed while we were writing
-                part.forget([user for user in part.states if user not in still_dirty])
+            if part is not None and users:
+                part.forget(users)
+                self.cache.forget(number, users)
+                self.metrics.cache_evictions.inc(len(users))
+        self.metrics.cache_bytes.set(self.cache.total)
+
+    # -- the tag sink lost its data ------------------------------------------------
+
+    # -- idle users ---------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Delete the states of idle users (see :meth:`Engine.forgettable`) in every owned
+        partition, :data:`CHUNK_USERS` at a time; returns the deletions the broker confirmed.
+
+        Each deletion removes the user from the local store and writes a tombstone to
+        the changelog. Only users whose every event is committed go
+        (:mod:`streamtags.live.offsets`). Nothing is deleted during a Kafka outage."""
+        self.committed.sweep_starts()
+        if "kafka" in self.health.degraded():
+            return 0
+        deliveries: list[Delivery | None] = []
+        for number in list(self.partitions):
+            deliveries += await self._sweep_partition(number)
+        deleted = sum([await delivered(d, self.health) for d in deliveries])
+        if deleted:
+            self.metrics.idle_users_deleted.inc(deleted)
+            log.info("deleted %d idle users (%d not confirmed)", deleted, len(deliveries) - deleted)
+        return deleted
+
+    async def _sweep_partition(self, number: int) -> list[Delivery | None]:
+        part = self.partitions.get(number)
+        watermark = part.watermark(self.now_ms()) if part is not None else None
+        if part is None or watermark is None:
+            return []
+        committed = self.committed.of(number)
+        deliveries: list[Delivery | None] = []
+        scan = self.store.scan(number)
+        while True:
+            async with self._flushing:  # no flush writes these users meanwhile
+                if self.partitions.get(number) is not part:
+                    break  # revoked: its store may be gone
+                chunk = list(islice(scan, CHUNK_USERS))
+                for key, raw in chunk:
+                    user_id = key.decode()
+                    if self._idle(number, part, user_id, raw, watermark, committed):
+                        # Forgotten and deleted locally before the first await: an event
+                        # read meanwhile starts the user afresh, after the tombstone.
+                        part.forget([user_id])
+                        self.cache.forget(number, [user_id])
+                        deletion = self.store.delete(number, key)
+                        deliveries.append(await queued(deletion, self.health))
+            if not chunk:
+                break
+            await asyncio.sleep(0)
+        return deliveries
+
+    def _idle(
+        self,
+        number: int,
+        part: Partition,
+        user_id: str,
+        raw: bytes,
+        watermark: int,
+        committed: Mapping[str, int],
+    ) -> bool:
+        if user_id in self.dirty.get(number, ()):
+            return False
+        state = part.states.get(user_id)  # a cached state is newer than the stored bytes
+        try:
+            outline = StateOutline.of(state) if state is not None else StateOutline.read(raw)
+        except StateFormatError:
+            return False
+        if not self.engine.forgettable(outline, watermark):
+            return False
+        return all(offset <= committed.get(s, -1) for s, offset in outline.offsets.items())

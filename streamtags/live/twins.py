@@ -91,13 +91,14 @@ class MemoryStore:
 
     ``local`` is what the worker's own store holds (written at once, as
     RocksDB is); ``changelog`` holds only the records the broker confirmed,
-    in order: what another worker would recover (:meth:`restarted`).
+    in order: what another worker would recover (:meth:`restarted`). A
+    deletion's record (a tombstone) has the value None.
     """
 
     def __init__(self) -> None:
         self.fault = Fault("changelog")
         self.local: dict[int, dict[bytes, bytes]] = {}
-        self.changelog: list[tuple[int, bytes, bytes]] = []
+        self.changelog: list[tuple[int, bytes, bytes | None]] = []
         #: records queued so far, confirmed or not
         self.puts = 0
 
@@ -112,6 +113,13 @@ class MemoryStore:
         record = (partition, key, value)
         return self.fault.deliver(f"put {key!r}", lambda: self.changelog.append(record))
 
+    async def delete(self, partition: int, key: bytes) -> asyncio.Task[None]:
+        """Delete locally; the tombstone lands when its delivery resolves."""
+        self.puts += 1
+        self.local.get(partition, {}).pop(key, None)
+        record = (partition, key, None)
+        return self.fault.deliver(f"delete {key!r}", lambda: self.changelog.append(record))
+
     def scan(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every stored user record of ``partition`` (reserved ``\\x00`` keys left out)."""
         for key, value in list(self.local.get(partition, {}).items()):
@@ -119,15 +127,24 @@ class MemoryStore:
                 yield key, value
 
     def durable(self, partition: int) -> dict[bytes, bytes]:
-        """What the confirmed changelog says ``partition`` holds (latest record per key)."""
-        return {key: value for number, key, value in self.changelog if number == partition}
+        """What the confirmed changelog says ``partition`` holds (latest record per key;
+        a tombstone deletes the key, as recovery does)."""
+        held: dict[bytes, bytes] = {}
+        for number, key, value in self.changelog:
+            if number != partition:
+                continue
+            if value is None:
+                held.pop(key, None)
+            else:
+                held[key] = value
+        return held
 
     def restarted(self) -> MemoryStore:
         """A store rebuilt from the confirmed changelog only, as after a crash."""
         twin = MemoryStore()
         twin.changelog = list(self.changelog)
-        for number, key, value in self.changelog:
-            twin.local.setdefault(number, {})[key] = value
+        for number in {number for number, _, _ in self.changelog}:
+            twin.local[number] = self.durable(number)
         return twin
 
 

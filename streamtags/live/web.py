@@ -9,6 +9,11 @@ carry ``Authorization: Bearer <token>`` (compared in constant time) and
 give everyone else 401; ``/health`` stays open, so probes need no secret,
 and says nothing about users. With ``evidence=False`` the lookup leaves out
 each tag's ``evidence`` (IP addresses, countries, card fingerprints).
+
+``/health`` always answers HTTP 200 while the worker runs; its body says
+``"status": "ok"`` or ``"status": "degraded"`` with the dependencies that
+are down (``"degraded": ["kafka", "redis"]``), see
+:mod:`streamtags.live.health` for why a dependency outage is not a 503.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ def register_pages(
     token: str | None = None,
     evidence: bool = True,
 ) -> None:
-    """Add the three pages to ``app``; ``health`` builds the ``/health`` body on each call.
+    """Add the three pages to ``app``; ``health`` builds the ``/health`` body on each call
+    (always served with HTTP 200).
 
     ``token``: the bearer token the lookup and ``/metrics`` demand (None: open).
     ``evidence``: whether the lookup shows each tag's evidence.

@@ -21,8 +21,10 @@ from faust.types import TP
 
 from streamtags.live.faust_internals import (
     PRIVATE_APIS,
+    forget_key_partition,
     mark_persisted,
     memory_data,
+    producer_client,
     remember_key_partition,
     rocks_partition_db,
     take_unacked,
@@ -141,6 +143,8 @@ def test_rocksdb_store_internals_write_read_and_persist_offsets(tmp_path: Path) 
     remember_key_partition(store, b"user", 1)
     key_index = getattr(store, "_key_index", {})
     assert key_index.get(b"user") == 1, f"Faust changed {PRIVATE_APIS[3]}; {FIX}"
+    forget_key_partition(store, b"user")
+    assert key_index.get(b"user") is None, f"Faust changed {PRIVATE_APIS[3]}; {FIX}"
     changelog = state.changelog_topic.get_topic_name()
     mark_persisted(store, changelog, 1, 42)
     assert store.persisted_offset(TP(changelog, 1)) == 42, f"Faust changed {PRIVATE_APIS[4]}; {FIX}"
@@ -154,6 +158,17 @@ def test_memory_store_keeps_its_values_in_a_dict(tmp_path: Path) -> None:
     store[b"user"] = b"state"  # Faust's own write path lands in the same dict
     assert isinstance(data, dict) and data.get(b"user") == b"state", (
         f"Faust changed {PRIVATE_APIS[5]}; {FIX}"
+    )
+
+
+async def test_the_producers_aiokafka_client_is_reachable_once_it_exists() -> None:
+    app = faust.App("internals-producer", broker=BROKER)
+    assert producer_client(app) is None  # not started: no client yet
+    producer: Any = app.producer
+    producer._producer = producer._new_producer()  # what Producer.on_start does
+    found = producer_client(app)
+    assert found is producer._producer.client and hasattr(found, "fetch_all_metadata"), (
+        f"Faust changed {PRIVATE_APIS[6]}; {FIX}"
     )
 
 

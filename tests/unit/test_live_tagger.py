@@ -63,6 +63,8 @@ class World:
     clock: Clock = field(default_factory=lambda: Clock(T0))
     metrics: Metrics = field(default_factory=Metrics)
     acked: list[str] = field(default_factory=list)
+    #: further LiveTagger keyword arguments (limits, budgets)
+    options: dict[str, Any] = field(default_factory=dict)
     tagger: LiveTagger = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,7 @@ class World:
             commit_interval_s=COMMIT_INTERVAL_S,
             clock=self.clock,
             topic_of_stream={s: f"in.{s}" for s in STREAMS},
+            **self.options,
         )
 
     def ack(self, label: str) -> Ack:
@@ -111,8 +114,8 @@ class World:
         durable = self.store.durable(partition)
         return {key.decode() for key in durable if not key.startswith(b"\x00")}
 
-    def metric(self, name: str) -> float:
-        value = self.metrics.registry.get_sample_value(name)
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
 
 
