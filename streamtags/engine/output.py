@@ -141,8 +141,8 @@ class Output:
 
     @property
     def failed(self) -> list[tuple[Decoded, str]]:
-        """The rejected events with their reasons (every kind)."""
-        return [(rejection.decoded, rejection.reason) for rejection in self.rejected]
+        """The events a rule failed on (``engine_error``), with the error."""
+        return [(r.decoded, r.reason) for r in self.rejected if r.kind == "engine_error"]
 
 
 @dataclass(slots=True)
