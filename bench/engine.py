@@ -157,6 +157,10 @@ def main() -> None:
         out = partition.process(batch, batch[-1].event.ts)
         changes += len(out.changes)
         triggers += len(out.triggers)
+    # Let the last events out of the reorder buffer (they wait for the watermark).
+    out = partition.advance(events[-1].event.ts + engine.lateness_ms + 1)
+    changes += len(out.changes)
+    triggers += len(out.triggers)
     elapsed = time.perf_counter() - started
 
     sizes = [len(partition.dump(user)) for user in list(partition.states)]
