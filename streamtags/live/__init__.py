@@ -4,6 +4,7 @@ Reading order: :mod:`~streamtags.live.app` (wiring: the Faust app, the agent,
 timers), :mod:`~streamtags.live.intake` (one batch: decode, engine, dead
 letters, metrics), :mod:`~streamtags.live.tagger` (engine partitions,
 coalesced state writes, the one owner of flush-and-ack, idle users),
+:mod:`~streamtags.live.backlog` (held and idle input streams),
 :mod:`~streamtags.live.outputs` (output records, size limits, resends, the
 trigger ledger and tag sink), :mod:`~streamtags.live.cache` (the state
 cache's memory budget), :mod:`~streamtags.live.offsets` (what the idle sweep

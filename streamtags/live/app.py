@@ -126,31 +126,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     )
     table = _state_table(app, settings)
     sink = _redis_sink(settings, ruleset)
-    health = DependencyHealth(metrics_)
-    tagger = LiveTagger(
-        Engine(
-            ruleset,
-            lateness_ms=settings.lateness_ms,
-            max_future_skew_ms=settings.max_future_skew_ms,
-        ),
-        TableStore(table, partitions=settings.partitions),
-        senders=_senders(app, settings),
-        sink=sink,
-        guard=TriggerGuard(
-            redis_url=settings.redis_url,
-            prefix=settings.redis_trigger_prefix,
-            timeout_ms=settings.redis_timeout_ms,
-            ttl_s=TRIGGER_TTL_S,
-        ),
-        metrics=metrics_,
-        commit_interval_s=settings.commit_interval_s,
-        topic_of_stream={stream: topic for topic, stream in stream_of_topic.items()},
-        partition_end=functools.partial(_partition_end, app, stream_of_topic),
-        max_record_bytes=settings.max_record_bytes,
-        cache_max_bytes=settings.cache_max_mb * 2**20,
-        health=health,
-        state_topic=table.changelog_topic.get_topic_name(),
-    )
+    tagger = _tagger(app, settings, ruleset, table, sink, stream_of_topic, metrics_)
+    health = tagger.health
     intake = Intake(
         tagger,
         stream_of_topic=stream_of_topic,
@@ -184,6 +161,42 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     )
     cast(Any, app).streamtags_tagger = tagger
     return app
+
+
+def _tagger(
+    app: faust.App,
+    settings: Settings,
+    ruleset: Ruleset,
+    table: Any,
+    sink: RedisSink,
+    stream_of_topic: Mapping[str, str],
+    metrics: Metrics,
+) -> LiveTagger:
+    """The engine and everything the tagger writes to, wired for ``settings``."""
+    return LiveTagger(
+        Engine(
+            ruleset,
+            lateness_ms=settings.lateness_ms,
+            max_future_skew_ms=settings.max_future_skew_ms,
+        ),
+        TableStore(table, partitions=settings.partitions),
+        senders=_senders(app, settings),
+        sink=sink,
+        guard=TriggerGuard(
+            redis_url=settings.redis_url,
+            prefix=settings.redis_trigger_prefix,
+            timeout_ms=settings.redis_timeout_ms,
+            ttl_s=TRIGGER_TTL_S,
+        ),
+        metrics=metrics,
+        commit_interval_s=settings.commit_interval_s,
+        topic_of_stream={stream: topic for topic, stream in stream_of_topic.items()},
+        partition_end=functools.partial(_partition_end, app, stream_of_topic),
+        max_record_bytes=settings.max_record_bytes,
+        cache_max_bytes=settings.cache_max_mb * 2**20,
+        health=DependencyHealth(metrics),
+        state_topic=table.changelog_topic.get_topic_name(),
+    )
 
 
 def _redis_sink(settings: Settings, ruleset: Ruleset) -> RedisSink:

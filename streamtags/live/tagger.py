@@ -60,9 +60,11 @@ import orjson
 from streamtags.contracts.codec import MAX_RECORD_BYTES
 from streamtags.contracts.events import parse_event_time
 from streamtags.contracts.ingest import Decoded
+from streamtags.engine.clock import PartitionClock
 from streamtags.engine.partition import Engine, Output, Partition, unreadable_state
 from streamtags.engine.state import StateOutline, UserState
 from streamtags.errors import StateFormatError
+from streamtags.live.backlog import StreamPositions
 from streamtags.live.cache import CacheBudget
 from streamtags.live.health import DependencyHealth
 from streamtags.live.metrics import Metrics
@@ -131,10 +133,8 @@ class LiveTagger:
         self.engine = engine
         #: input stream -> its topic (dead letters name the topic an event came from)
         self.topic_of_stream = dict(topic_of_stream or {})
-        #: (partition, stream) -> the offset its partition ends at now, if known
-        self.partition_end = partition_end
-        #: (partition, stream) -> the highest offset read
-        self._read_to: dict[tuple[int, str], int] = {}
+        #: where each owned input stream stands (backlogs, idle streams)
+        self.positions = StreamPositions(partition_end)
         self.store = store
         self.metrics = metrics
         self.commit_interval_s = commit_interval_s
@@ -145,8 +145,6 @@ class LiveTagger:
         self.last_flush = clock()
         self._acks: dict[int, list[Ack]] = {}
         self._flushing = asyncio.Lock()
-        #: (partition, stream) -> the offset its backlog at assignment ends at
-        self._backlog_ends: dict[tuple[int, str], int] = {}
         #: where a state is written (dead letters of refused states name it)
         self.state_topic = state_topic
         self.cache = CacheBudget(max_bytes=cache_max_bytes)
@@ -221,9 +219,7 @@ class LiveTagger:
         self._acks.pop(number, None)
         self.cache.drop(number)
         self.committed.drop(number)
-        for waits in (self._backlog_ends, self._read_to):
-            for key in [k for k in waits if k[0] == number]:
-                del waits[key]
+        self.positions.drop(number)
 
     async def _rebuild(self, number: int) -> Partition:
         """Partition ``number`` with its clock, deadlines and waiting events rebuilt from
@@ -268,48 +264,25 @@ class LiveTagger:
         )
         return part
 
+    def clocks(self) -> dict[int, PartitionClock]:
+        """Each owned partition's clock."""
+        return {number: part.clock for number, part in self.partitions.items()}
+
     def expect_backlog(self, ends: Mapping[tuple[int, str], tuple[int, int]]) -> None:
         """Say where each new (partition, stream)'s backlog ends: ``(position, end)``
-        offsets at assignment. A stream with nothing to read follows the wall clock
-        again at once; the others when :meth:`note_read` reaches their end."""
-        now_ms = self.now_ms()
-        for (number, stream), (position, end) in ends.items():
-            part = self.partitions.get(number)
-            if part is None:
-                continue
-            self._read_to[(number, stream)] = position - 1
-            self.committed.assigned(number, stream, position)
-            if position >= end:
-                part.clock.release(stream, now_ms)
-            else:
-                self._backlog_ends[(number, stream)] = end
+        offsets at assignment (see :mod:`streamtags.live.backlog`)."""
+        for (number, stream), (position, _) in ends.items():
+            if number in self.partitions:
+                self.committed.assigned(number, stream, position)
+        self.positions.expect(self.clocks(), ends, self.now_ms())
 
     def note_read(self, messages: Iterable[tuple[int, str, int]]) -> None:
-        """Messages read (partition, stream, offset), valid or not: release the streams
-        whose backlog at assignment is now read."""
-        read_to = self._read_to
-        for number, stream, offset in messages:
-            if offset > read_to.get((number, stream), -1):
-                read_to[(number, stream)] = offset
-            if not self._backlog_ends:
-                continue
-            end = self._backlog_ends.get((number, stream))
-            if end is not None and offset + 1 >= end:
-                del self._backlog_ends[(number, stream)]
-                part = self.partitions.get(number)
-                if part is not None:
-                    part.clock.release(stream, self.now_ms())
-                log.info(
-                    "partition %d: %s backlog read; its time follows the clock", number, stream
-                )
+        """Messages read (partition, stream, offset), valid or not."""
+        self.positions.note_read(self.clocks(), messages, self.now_ms())
 
     def release_all(self) -> None:
         """Stop waiting for backlogs (their ends could not be learnt): old behaviour."""
-        now_ms = self.now_ms()
-        self._backlog_ends.clear()
-        for part in self.partitions.values():
-            for stream in list(part.clock.held):
-                part.clock.release(stream, now_ms)
+        self.positions.release_all(self.clocks(), self.now_ms())
 
     # -- work -------------------------------------------------------------------
 
@@ -360,15 +333,8 @@ class LiveTagger:
         return ack_and_note
 
     def mark_idle_streams(self) -> None:
-        """Tell each partition's clock which streams have read everything there is, so a
-        rarely used topic does not hold the others back at its last event's time."""
-        if self.partition_end is None:
-            return
-        for number, part in self.partitions.items():
-            for stream in self.topic_of_stream:
-                end = self.partition_end(number, stream)
-                if end is not None and self._read_to.get((number, stream), -1) + 1 >= end:
-                    part.clock.mark_idle(stream)
+        """Tell each partition's clock which streams have read everything there is."""
+        self.positions.mark_idle(self.clocks(), self.topic_of_stream)
 
     async def tick(self) -> None:
         """Fire what is due in every partition (quiet users' deadlines, expiries)."""

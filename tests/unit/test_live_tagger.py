@@ -444,7 +444,7 @@ async def test_a_stream_with_nothing_to_read_follows_the_clock_at_once_after_ass
 async def test_a_caught_up_rare_stream_stops_holding_back_tags_of_a_drained_backlog() -> None:
     ends = {("accounts", 0): 1, ("orders", 0): 2}
     world = World()
-    world.tagger.partition_end = lambda number, stream: ends.get((stream, number))
+    world.tagger.positions.partition_end = lambda number, stream: ends.get((stream, number))
     await world.assign([0])
     old_consent = ev(
         "accounts", 0, -60 * MINUTE, "ann", action="consent_changed", personalization=True
