@@ -67,7 +67,8 @@ add_scram_user() {
   # Idempotent: setting the same SCRAM credentials again changes nothing.
   local mech
   for mech in SCRAM-SHA-256 SCRAM-SHA-512; do
-    java -Xmx256m -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$jars/*" \
+    java -Xmx256m "-Dkafka.logs.dir=$logs" -Dlog4j2.configurationFile="$here/log4j2.properties" \
+      -cp "$jars/*" \
       kafka.admin.ConfigCommand --bootstrap-server "127.0.0.1:$kafka_port" --alter \
       --add-config "$mech=[password=$sasl_password]" --entity-type users --entity-name "$sasl_user" \
       >>"$logs/kafka-scram.log" 2>&1 || die "creating the SCRAM user failed; see $logs/kafka-scram.log."
