@@ -8,7 +8,6 @@ Issue 9, measured before: Redis killed and restarted empty lost 40 of 80 users'
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,56 +25,19 @@ from tests.integration.conftest import (
     ROOT,
     Names,
     Worker,
-    free_port,
     produce,
     wait_for,
 )
 from tests.integration.test_live import SCALE, logins
+from tests.redis_server import RedisServer
 
 #: The issue's bound: every live tag back within this long of Redis answering again.
 RESTORE_WITHIN_S = 10.0
 
 
-class Server:
-    """A redis-server of the test's own, without persistence: restarted, it is empty."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.dir = tmp_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        ping = redis.Redis(port=self.port, socket_timeout=0.2)
-        for _ in range(50):
-            try:
-                ping.ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.1)
-        raise AssertionError("the test's redis-server did not start")
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-            self.process = None
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    made = Server(tmp_path)
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    made = RedisServer(tmp_path)
     made.start()
     yield made
     made.kill()
@@ -92,7 +54,7 @@ def tagged(client: TagClient, users: list[str]) -> list[str]:
 
 
 async def test_a_redis_restarted_empty_gets_every_live_tag_back_within_10_s(
-    names: Names, worker_factory: Callable[..., Worker], server: Server
+    names: Names, worker_factory: Callable[..., Worker], server: RedisServer
 ) -> None:
     worker = worker_factory(**SCALE, STREAMTAGS_REDIS_URL=server.url)
     worker.start()

@@ -8,8 +8,6 @@ come back run their own ``redis-server`` on a free port.
 from __future__ import annotations
 
 import logging
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +27,7 @@ from streamtags.rulebook.loader import load_rules
 from streamtags.serving.lookup import TagClient
 from streamtags.serving.redis_layout import decode_tags, marker_key, user_key
 from streamtags.serving.redis_sink import RedisSink
+from tests.redis_server import RedisServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,59 +225,16 @@ async def test_a_catch_up_goes_out_in_chunks_and_a_flush_sends_a_bounded_share(
 # -- outages and data loss -------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """A throwaway redis-server without persistence: a restart starts it empty."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.dir = tmp_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.dir)),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        ping = redis.Redis(port=self.port, socket_timeout=0.2)
-        for _ in range(50):
-            try:
-                ping.ping()
-                return
-            except redis.RedisError:
-                time.sleep(0.1)
-        raise AssertionError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait()
-            self.process = None
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    made = Server(tmp_path)
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    made = RedisServer(tmp_path)
     made.start()
     yield made
     made.stop()
 
 
 async def test_an_outage_logs_one_warning_backs_off_and_logs_one_info_when_redis_is_back(
-    server: Server, caplog: pytest.LogCaptureFixture
+    server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="streamtags.redis")
     sink = RedisSink(redis_url=server.url, prefix="p:", timeout_ms=200)
