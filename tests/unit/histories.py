@@ -464,15 +464,19 @@ class _Stuck(BaseException):
 def time_limit(what: str, *, seconds: float = _CALL_LIMIT_S) -> Iterator[None]:
     """Fail with a clear AssertionError if the body runs longer than ``seconds``
     (an infinite loop in the engine, say). Main thread only (it uses SIGALRM)."""
+    caught = False
 
     def on_alarm(signum: int, frame: object) -> None:
-        raise _Stuck
+        if not caught:
+            raise _Stuck
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # The alarm repeats: one that lands in a garbage-collector callback is swallowed.
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
     try:
         yield
     except _Stuck:
+        caught = True
         # An AssertionError (not the BaseException) so hypothesis shrinks the example.
         raise AssertionError(f"{what} took over {seconds} s: an infinite loop?") from None
     finally:
