@@ -30,7 +30,9 @@ from faust.types import TP
 
 from streamtags.contracts.ingest import RawMessage
 from streamtags.engine.partition import Engine
-from streamtags.live.faust_internals import producer_client, take_unacked
+from streamtags.live.drain import BatchRoute
+from streamtags.live.drain import install as install_drain
+from streamtags.live.faust_internals import producer_client
 from streamtags.live.health import DependencyHealth, KafkaProbe, RedisProbe
 from streamtags.live.intake import Intake
 from streamtags.live.kafka_client import faust_credentials
@@ -51,9 +53,13 @@ __all__ = ["ProducerSender", "create_app", "run_worker", "state_table_name"]
 
 log = logging.getLogger("streamtags.live.app")
 
-#: Most events taken from the stream per batch, and the longest wait to fill one.
-BATCH_MAX_EVENTS = 2000
-BATCH_WITHIN_S = 0.02
+#: Most messages one fetch hands the agent (aiokafka's ``max_poll_records``).
+FETCH_MAX_MESSAGES = 2000
+#: How long the producer lets records gather, seconds, and its largest batch, bytes.
+PRODUCER_LINGER_S = 0.005
+PRODUCER_BATCH_BYTES = 256 * 1024
+#: Fetches of input messages waiting for the agent; the drain waits beyond that.
+FETCHES_BUFFERED = 4
 #: RocksDB per-partition sizes; Faust's defaults (64 MiB x3 write buffers and a
 #: 2 GiB block cache per partition) are far too big for a small worker.
 ROCKSDB_OPTIONS = {
@@ -224,6 +230,7 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=FETCH_MAX_MESSAGES,
         web_enabled=True,
         web_host=settings.web_host,
         web_bind=settings.web_host,
@@ -233,6 +240,10 @@ def _faust_app(settings: Settings) -> faust.App:
         web_router_enabled=False,
         web_stats_enabled=False,
         producer_acks=-1,
+        # A flush queues one changelog record per changed user: let them go in a few
+        # large requests rather than many small ones (awaited at the flush anyway).
+        producer_linger=PRODUCER_LINGER_S,
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         # Records are checked against max_record_bytes (key + value) before they are
         # sent; the producer's own limit counts the framing too.
         producer_max_request_size=settings.max_record_bytes + RECORD_FRAMING_BYTES,
@@ -318,15 +329,21 @@ def _follow_assignment(
 
 
 def _start_agent(app: faust.App, inputs: Any, intake: Intake) -> None:
-    """The one agent: batches in, flush (and so ack) once per commit interval."""
+    """The one agent: a fetch of input messages at a time (:mod:`streamtags.live.drain`),
+    flushed (and so acked) once per commit interval."""
     tagger = intake.tagger
+    fetches = app.channel(maxsize=FETCHES_BUFFERED)
+    app.topics.add(inputs)  # subscribed and acked through Faust; delivered by the drain
+    install_drain(app, BatchRoute(set(inputs.topics), fetches))
 
-    @app.agent(inputs, concurrency=1)
+    @app.agent(fetches, concurrency=1)
     async def tag_users(stream: Any) -> None:
-        async for events in take_unacked(stream, BATCH_MAX_EVENTS, BATCH_WITHIN_S):
-            if events:
-                messages = [_raw_message(event.message) for event in events]
-                await intake.handle(messages, acks=_acks_by_partition(stream, events))
+        async for messages in stream.noack():
+            if messages and messages[0].generation_id == app.consumer_generation_id:
+                await intake.handle(
+                    [_raw_message(m) for m in messages],
+                    acks=_acks_by_partition(app.consumer, messages),
+                )
             if tagger.flush_due():
                 await tagger.flush()
 
@@ -339,18 +356,20 @@ def _raw_message(message: Any) -> RawMessage:
     )
 
 
-def _acks_by_partition(stream: Any, events: list[Any]) -> dict[int, Ack]:
+def _acks_by_partition(consumer: Any, messages: list[Any]) -> dict[int, Ack]:
     by_partition: dict[int, list[Any]] = {}
-    for event in events:
-        by_partition.setdefault(event.message.partition, []).append(event)
+    for message in messages:
+        by_partition.setdefault(message.partition, []).append(message)
     return {
-        number: functools.partial(_ack_all, stream, batch) for number, batch in by_partition.items()
+        number: functools.partial(_ack_all, consumer, batch)
+        for number, batch in by_partition.items()
     }
 
 
-async def _ack_all(stream: Any, events: list[Any]) -> None:
-    for event in events:
-        await stream.ack(event)
+async def _ack_all(consumer: Any, messages: list[Any]) -> None:
+    ack = consumer.ack
+    for message in messages:
+        ack(message)
 
 
 def _start_timers(app: faust.App, settings: Settings, intake: Intake, sink: RedisSink) -> None:
@@ -358,9 +377,10 @@ def _start_timers(app: faust.App, settings: Settings, intake: Intake, sink: Redi
 
     @app.timer(interval=settings.tick_interval_s)  # type: ignore[untyped-decorator]
     async def fire_deadlines() -> None:
-        if app.rebalancing:
-            return
-        await tagger.tick()
+        if not app.rebalancing:
+            await tagger.tick()
+        # Also while rebalancing: the revoke waits for every message read to be acked,
+        # and the agent may be waiting for a fetch that the rebalance holds back.
         if tagger.flush_due():
             await tagger.flush()
 

@@ -24,7 +24,7 @@ failure. Every call must return within its own short timeout.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = ["OUTAGES", "Delivery", "Sender", "StateStore", "TagSink", "TriggerLedger"]
@@ -51,6 +51,14 @@ class StateStore(Protocol):
 
     async def put(self, partition: int, key: bytes, value: bytes) -> Delivery:
         """Store locally and queue the changelog record; return its delivery."""
+        ...
+
+    async def put_many(
+        self, partition: int, records: Sequence[tuple[bytes, bytes]]
+    ) -> list[tuple[int, Delivery]]:
+        """Store ``records`` (key, value) locally and queue their changelog records in as
+        few requests as the producer allows; return ``(n, delivery)`` pairs in order,
+        each covering the next ``n`` records."""
         ...
 
     async def delete(self, partition: int, key: bytes) -> Delivery:

@@ -391,33 +391,49 @@ class LiveTagger:
     async def _write_states(self, dirty: dict[int, set[str]]) -> tuple[int, bool]:
         """Queue each dirty user's state and each touched partition's clock, then wait for
         the broker; unconfirmed users become dirty again. Returns (confirmed users, all ok)."""
-        writes: list[tuple[int, str | None, Delivery | None]] = []
+        writes: list[tuple[int, list[str], Delivery | None]] = []
         for number, users in dirty.items():
             part = self.partitions.get(number)
             if part is None:
                 continue
+            records: list[tuple[bytes, bytes]] = []
+            written: list[str] = []
             for user_id in users:
                 key, data = user_id.encode(), part.dump(user_id)
                 if not self.outbox.fits(key, data):  # refused: the others' writes go on
                     await self.outbox.refuse("state", self.state_topic, number, key, data)
                     continue
                 self.cache.note(number, user_id, len(data))
-                writes.append(
-                    (number, user_id, await queued(self.store.put(number, key, data), self.health))
-                )
-            clock = orjson.dumps(part.clock.to_list())
-            put = self.store.put(number, self._clock_key(number), clock)
-            writes.append((number, None, await queued(put, self.health)))
-        written, all_ok = 0, True
-        for number, written_user, delivery in writes:
+                records.append((key, data))
+                written.append(user_id)
+            # The clock goes last: its record covers the users' records before it.
+            records.append((self._clock_key(number), orjson.dumps(part.clock.to_list())))
+            writes += await self._put_many(number, records, written)
+        confirmed, all_ok = 0, True
+        for number, users_written, delivery in writes:
             if await delivered(delivery, self.health):
-                written += written_user is not None
+                confirmed += len(users_written)
                 continue
             all_ok = False
-            users = self.dirty.setdefault(number, set())  # the partition's clock goes again too
-            if written_user is not None:
-                users.add(written_user)
-        return written, all_ok
+            self.dirty.setdefault(number, set()).update(users_written)  # the clock goes again too
+        return confirmed, all_ok
+
+    async def _put_many(
+        self, number: int, records: list[tuple[bytes, bytes]], users: list[str]
+    ) -> list[tuple[int, list[str], Delivery | None]]:
+        """Queue a partition's records (its users' states, then its clock); returns, per
+        delivery, the users whose states it carries."""
+        try:
+            deliveries = await self.store.put_many(number, records)
+        except Exception as exc:  # whatever the producer raises, nothing is queued
+            self.health.failed("kafka", f"could not queue a record: {exc!r}")
+            return [(number, users, None)]
+        writes: list[tuple[int, list[str], Delivery | None]] = []
+        start = 0
+        for count, delivery in deliveries:
+            writes.append((number, users[start : start + count], delivery))
+            start += count
+        return writes
 
     def _trim_caches(self) -> None:
         """Evict clean users beyond the cache budget (:mod:`streamtags.live.cache`)."""

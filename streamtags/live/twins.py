@@ -21,10 +21,12 @@ resolves, not when it was queued.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import orjson
+
+from streamtags.live.seams import Delivery
 
 __all__ = ["Fault", "MemoryStore", "MemoryTagSink", "MemoryTopic", "MemoryTriggerLedger"]
 
@@ -112,6 +114,21 @@ class MemoryStore:
         self.local.setdefault(partition, {})[key] = value
         record = (partition, key, value)
         return self.fault.deliver(f"put {key!r}", lambda: self.changelog.append(record))
+
+    async def put_many(
+        self, partition: int, records: Sequence[tuple[bytes, bytes]]
+    ) -> list[tuple[int, Delivery]]:
+        """Store locally; the records land together when their one delivery resolves."""
+        self.puts += len(records)
+        local = self.local.setdefault(partition, {})
+        local.update(records)
+        landed = [(partition, key, value) for key, value in records]
+        return [
+            (
+                len(records),
+                self.fault.deliver(f"{len(records)} puts", lambda: self.changelog.extend(landed)),
+            )
+        ]
 
     async def delete(self, partition: int, key: bytes) -> asyncio.Task[None]:
         """Delete locally; the tombstone lands when its delivery resolves."""

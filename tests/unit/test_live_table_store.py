@@ -40,6 +40,37 @@ class RecordingProducer:
         future.set_result(metadata)
         return future
 
+    @property
+    def _producer(self) -> RecordingProducer:
+        return self  # the aiokafka producer behind Faust's: batches go through it too
+
+    def create_batch(self) -> RecordingBatch:
+        return RecordingBatch()
+
+    async def send_batch(
+        self, batch: RecordingBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[RecordMetadata]:
+        first = len(self.sent)
+        self.sent += [(topic, key, value, partition) for key, value in batch.records]
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        future.set_result(
+            RecordMetadata(topic, partition, TP(topic, partition), first, -1, 0, None)
+        )
+        return future
+
+
+class RecordingBatch:
+    """An aiokafka batch builder that holds three records at most."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes, bytes]] = []
+
+    def append(self, *, key: bytes, value: bytes, timestamp: None) -> object | None:
+        if len(self.records) == 3:
+            return None
+        self.records.append((key, value))
+        return object()
+
 
 def table_store(tmp_path: Path, store: str) -> tuple[TableStore, Any, RecordingProducer]:
     app = faust.App(
@@ -59,12 +90,30 @@ async def test_rocksdb_writes_go_to_the_users_partition_and_its_changelog(tmp_pa
     store, table, producer = table_store(tmp_path, "rocksdb://")
     delivery = await store.put(1, b"ann", b"state-1")
     await delivery
-    await asyncio.sleep(0)  # done-callbacks run on the next loop turn
+    await asyncio.sleep(0)  # done-callbacks run on the next loop turn,
+    await asyncio.sleep(0)  # and the persisted offset is marked on the one after
     changelog = table.changelog_topic.get_topic_name()
     assert producer.sent == [(changelog, b"ann", b"state-1", 1)]
     assert store.get(1, b"ann") == b"state-1"
     assert store.get(0, b"ann") is None
     assert table.data.persisted_offset(TP(changelog, 1)) == 0  # a restart replays only the tail
+
+
+async def test_put_many_sends_whole_batches_and_marks_the_last_offset_persisted(
+    tmp_path: Path,
+) -> None:
+    store, table, producer = table_store(tmp_path, "rocksdb://")
+    records = [(f"user-{i}".encode(), f"state-{i}".encode()) for i in range(7)]
+    deliveries = await store.put_many(1, records)
+    assert [count for count, _ in deliveries] == [3, 3, 1]  # full batches, then the rest
+    for _, delivery in deliveries:
+        await delivery
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    changelog = table.changelog_topic.get_topic_name()
+    assert producer.sent == [(changelog, key, value, 1) for key, value in records]
+    assert all(store.get(1, key) == value for key, value in records)
+    assert table.data.persisted_offset(TP(changelog, 1)) == 6  # the last record's offset
 
 
 async def test_scans_leave_out_reserved_keys_and_other_partitions(tmp_path: Path) -> None:

@@ -1,0 +1,153 @@
+"""Input messages to the agent a fetch at a time: Faust's consumer drain, patched.
+
+Faust's consumer loop (``Consumer._drain_messages``, faust-streaming 0.15.3)
+hands every message to the topic conductor with
+``await self.wait_first(callback(message), self.suspend_flow.wait())``,
+which creates tasks and futures per message, and the agent's stream then
+takes each event in turn: scheduling per event, not work. It cost a no-op
+agent about 70 µs of CPU per event (``docs/decisions/0006-batched-drain.md``).
+
+:class:`BatchingConsumer` keeps Faust's loop as it is (``getmany``, read
+offsets, gaps, the commit cadence, the pause between fetches) and changes one
+thing: the messages of the **batched topics** (the four inputs) of one fetch
+are tracked as Faust tracks them (so ``wait_empty`` and commits see them) and
+delivered to the agent's channel as **one list**. The delivery still races
+``suspend_flow``: a rebalance interrupts a delivery blocked on a full channel
+exactly as it interrupts Faust's per-message one; the batch is then dropped,
+its messages stay unacked, and they are read again from the committed offset.
+Messages of every other topic (table changelogs) take Faust's own path.
+
+The agent acks each message (:meth:`BatchingConsumer.ack`, Faust's public
+``Consumer.ack``) once the flush covering it is on the broker. Installed on
+an app by :func:`install`; ``tests/unit/test_drain.py`` checks the loop it
+replaces is still the one copied here, and that a rebalance interrupts a
+blocked delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP, Message
+from mode import Service
+
+__all__ = ["BatchRoute", "BatchingConsumer", "install"]
+
+#: Messages drained between two yields to the event loop (Faust's own figure).
+YIELD_EVERY = 100
+
+
+class BatchRoute:
+    """Where the batched topics' messages go: one list per fetch, into ``channel``."""
+
+    def __init__(self, topics: set[str], channel: Any) -> None:
+        #: names of the topics whose messages are batched
+        self.topics = frozenset(topics)
+        #: the Faust channel the agent reads (one value per fetch: ``list[Message]``)
+        self.channel = channel
+
+    async def deliver(self, messages: list[Message]) -> None:
+        """Put one fetch's messages on the channel (waits while it is full)."""
+        await self.channel.send(value=messages)
+
+
+class BatchingConsumer(AIOKafkaConsumer):
+    """Faust's aiokafka consumer whose drain delivers batched topics a fetch at a time."""
+
+    #: set by :func:`install` before the worker starts; None drains as Faust does
+    route: BatchRoute | None = None
+
+    async def deliver(self, messages: list[Message]) -> bool:
+        """Hand ``messages`` to the route unless flow stops first (a rebalance);
+        returns whether they were delivered."""
+        assert self.route is not None
+        route_delivery = self.route.deliver(messages)
+        outcome = await self.wait_first(route_delivery, self.suspend_flow.wait())
+        return route_delivery in outcome.done
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - the worker's loop
+        # Faust's loop (see the module docstring and test_drain.py), with the batched
+        # topics' messages collected per fetch instead of delivered one by one.
+        route = self.route
+        if route is None:
+            await super()._drain_messages(fetcher)
+            return None
+        batched, callback, getmany = route.topics, self.callback, self.getmany
+        consumer_should_stop = cast(Service, self)._stopped.is_set
+        fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                ait = getmany(timeout=1.0)
+                await self.sleep(0)  # Faust's: getmany may not release the loop
+                if not self.should_stop:
+                    batch = await self._take_fetch(ait, batched, callback)
+                    if batch:
+                        await self.deliver(batch)
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return None
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return None
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+        return None
+
+    async def _take_fetch(
+        self,
+        ait: AsyncIterator[tuple[TP, Message]],
+        batched: frozenset[str],
+        callback: Callable[[Message], Any],
+    ) -> list[Message]:
+        """One fetch: Faust's per-message checks; batched topics' messages are tracked
+        and returned, the others delivered one by one as Faust does."""
+        read_offsets, commit_every = self._read_offset, self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        batch: list[Message] = []
+        since_yield = 0
+        async for tp, message in ait:
+            since_yield += 1
+            if since_yield > YIELD_EVERY:
+                await asyncio.sleep(0)
+                since_yield = 0
+            offset = message.offset
+            r_offset = read_offsets[tp]
+            if r_offset is not None and offset < r_offset:
+                continue  # Faust drops (and logs at dev level) an offset read before
+            if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                await self._add_gap(tp, r_offset + 1, offset)
+            if commit_every is not None and self._n_acked >= commit_every:
+                self._n_acked = 0
+                await self.commit()
+            if message.topic in batched:
+                message.tracked = True
+                self.track_message(message)
+                batch.append(message)
+            else:
+                await self.wait_first(callback(message), self.suspend_flow.wait())
+            read_offsets[tp] = offset
+        return batch
+
+
+def install(app: faust.App, route: BatchRoute) -> None:
+    """Make ``app``'s consumer a :class:`BatchingConsumer` that feeds ``route``.
+
+    Call before the worker starts (the consumer is created at start-up).
+    The batched topics must still be registered with the app's conductor
+    (``app.topics.add``) so the consumer subscribes to them and acks count."""
+    consumer_class = type("RoutedBatchingConsumer", (BatchingConsumer,), {"route": route})
+    cast(Any, app.transport).Consumer = consumer_class

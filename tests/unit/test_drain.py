@@ -1,0 +1,75 @@
+"""The batching drain (streamtags.live.drain): Faust's loop as copied, and rebalances.
+
+The consumer here is the real one Faust builds for the app (no broker is
+needed: delivery goes from the consumer to the agent's channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.transport.consumer import Consumer
+from faust.types import TP, Message
+
+from streamtags.live.drain import BatchingConsumer, BatchRoute, install
+
+#: SHA-256 of faust-streaming 0.15.3's ``Consumer._drain_messages`` source, the loop
+#: BatchingConsumer copies: a Faust upgrade that changes it fails here, not in a worker.
+FAUST_DRAIN_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
+
+
+def message(offset: int) -> Message:
+    return Message(
+        "orders", 0, offset, timestamp=0.0, timestamp_type=0, headers=[], key=b"k",
+        value=b"{}", checksum=None, tp=TP("orders", 0),
+    )  # fmt: skip
+
+
+def routed_app(tmp_path: Path) -> tuple[faust.App, Any, Any]:
+    """An app whose consumer batches ``orders`` into a one-fetch channel, and the
+    subscriber of that channel (what the agent's stream reads)."""
+    app = faust.App("drain-test", broker="kafka://127.0.0.1:9", datadir=str(tmp_path))
+    fetches = app.channel(maxsize=1)
+    install(app, BatchRoute({"orders"}, fetches))
+    app.flow_control.resume()  # as a worker does once it owns partitions
+    return app, app.consumer, fetches.__aiter__()
+
+
+def test_faust_drain_loop_is_the_one_batching_consumer_copies() -> None:
+    source = inspect.getsource(Consumer._drain_messages)
+    assert hashlib.sha256(source.encode()).hexdigest() == FAUST_DRAIN_SHA256, (
+        "Faust changed Consumer._drain_messages: compare it with "
+        "streamtags.live.drain.BatchingConsumer._drain_messages and update both"
+    )
+
+
+async def test_the_app_consumer_is_the_batching_one_with_the_route(tmp_path: Path) -> None:
+    _, consumer, _ = routed_app(tmp_path)
+    assert isinstance(consumer, BatchingConsumer)
+    assert consumer.route is not None and consumer.route.topics == {"orders"}
+
+
+async def test_a_fetch_is_delivered_as_one_list(tmp_path: Path) -> None:
+    _, consumer, subscriber = routed_app(tmp_path)
+    batch = [message(0), message(1)]
+    assert await asyncio.wait_for(consumer.deliver(batch), timeout=1)
+    event = subscriber.queue.get_nowait()
+    assert event.value == batch
+
+
+async def test_a_rebalance_interrupts_a_delivery_blocked_on_a_full_channel(tmp_path: Path) -> None:
+    """A revoke stops the consumer's flow first (App._on_partitions_revoked): a delivery
+    waiting for room on the channel gives up, and its messages are not delivered."""
+    _, consumer, subscriber = routed_app(tmp_path)
+    assert await consumer.deliver([message(0)])  # the channel is now full
+    blocked = asyncio.ensure_future(consumer.deliver([message(1)]))
+    await asyncio.sleep(0.1)
+    assert not blocked.done(), "the delivery should wait while the channel is full"
+    consumer.stop_flow()
+    assert await asyncio.wait_for(blocked, timeout=1) is False
+    assert subscriber.queue.qsize() == 1  # only the first fetch
