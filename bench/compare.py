@@ -65,7 +65,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.backlog import SIGNAL_SHARE, backlog, produce, reference_tags  # noqa: E402
-from bench.live import metric_sum  # noqa: E402
 from streamtags.live.topics import ensure_topics  # noqa: E402
 from streamtags.settings import Settings  # noqa: E402
 
@@ -234,6 +233,17 @@ def _process_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     # after the command name: utime and stime are fields 14 and 15 of stat(5)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric_sum(port: int, name: str) -> float:
+    """The sum of a worker's metric ``name`` over its labels (its ``/metrics`` page)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
 
 
 def _events_seen(port: int) -> float:

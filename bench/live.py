@@ -1,17 +1,25 @@
-"""Live worker benchmark on real Kafka and Redis.
+"""Live worker benchmark on real Kafka and Redis: its maximum, then latency under load.
 
-1. Throughput: N simulated shopper events are produced first, then one worker
-   (RocksDB store) is started and timed until it has consumed them all:
-   sustained events/s.
-2. Latency: with the worker caught up, shopper traffic is offered at a fixed
-   rate while probe users log in from two countries (which tags them
-   ``ip_hopping``); Redis keyspace notifications timestamp the moment each
-   probe's tag lands: event-to-Redis latency p50/p99.
+1. **Maximum.** A backlog of shopper events (``bench/backlog.py``'s mix) is
+   produced, then one worker (full catalogue, RocksDB) drains it: its
+   sustained events/s, timed from its first processed batch.
+2. **Latency under load.** With the worker caught up, a *separate process*
+   (``bench/live.py offer``) offers live traffic at 25, 50, 70 and 90 % of
+   that maximum for 20 s each, event times stamped at sending. Among it,
+   probe users log in from two countries, which tags them ``ip_hopping``;
+   Redis keyspace notifications timestamp the moment each probe's tag lands.
+   Event to Redis is that moment minus the second login's event time (one
+   machine, one clock): p50, p99 and max per load.
+
+A tag waits for the partition's watermark, one lateness
+(``STREAMTAGS_LATENESS_MS``) behind the slowest input stream, before it
+can be applied (README "Time"): the lateness is part of every figure here,
+and the run prints the one it used (``--lateness-ms``).
 
 Prints a table and writes bench/results/live.json. Needs the stack
 (``make stack-up``).
 
-    .venv/bin/python bench/live.py [--events 200000] [--rate 2000] [--seconds 20]
+    .venv/bin/python bench/live.py [--events 200000] [--lateness-ms 1000] [--loads 0.25,0.5,0.7,0.9]
 """
 
 from __future__ import annotations
@@ -21,12 +29,13 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -37,123 +46,240 @@ from aiokafka import AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.backlog import backlog, produce  # noqa: E402
+from bench.compare import (  # noqa: E402
+    _events_seen,
+    _free_port,
+    _process_cpu_s,
+    delete_redis_keys,
+    delete_topics,
+    machine,
+    versions,
+)
+from streamtags.live.table_store import partition_of  # noqa: E402
 from streamtags.live.topics import ensure_topics  # noqa: E402
 from streamtags.offline.simulate import background  # noqa: E402
 
 KAFKA = os.environ.get("STREAMTAGS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("STREAMTAGS_REDIS_URL", "redis://127.0.0.1:6379/0")
 STREAMS = ("orders", "browse", "logins", "accounts")
+PARTITIONS = 8
+#: the offering process sends what is due every this many seconds, in producer batches
+OFFER_TICK_S = 0.005
+#: seconds after a load's last probe for its tags to land (beyond the lateness)
+SETTLE_S = 3.0
 
 
-def metric_sum(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(line.rpartition(" ")[2])
-        for line in text.splitlines()
-        if line.startswith(name + "{") or line.startswith(name + " ")
-    )
+# -- the offering process ---------------------------------------------------------------
 
 
-def shopper_message(rng: random.Random, users: int, index: int) -> tuple[str, bytes, bytes]:
-    user, stream, fields = background(rng, users)
-    body = {"event_id": f"bench-{index}", "user_id": user, "ts": int(time.time() * 1000), **fields}
-    if stream == "orders":
-        body["order_id"] = f"o-{index}"
-    return stream, user.encode(), orjson.dumps(body)
+def probe_logins(user: str, now_ms: int) -> list[tuple[bytes, bytes]]:
+    """Two logins of the probe ``user`` from two countries: ``ip_hopping`` at once."""
+    bodies = [
+        {
+            "event_id": f"{user}-{i}",
+            "user_id": user,
+            "ts": now_ms,
+            "outcome": "success",
+            "ip": f"198.51.100.{i + 1}",
+            "country": country,
+        }
+        for i, country in enumerate(("SG", "DE"))
+    ]
+    return [(user.encode(), orjson.dumps(body)) for body in bodies]
 
 
-async def produce_backlog(topics: dict[str, str], count: int, users: int) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=20, max_batch_size=262144)
+async def offer(args: argparse.Namespace) -> None:
+    """Send shopper events at ``args.rate`` per second for ``args.seconds``, event times
+    stamped at sending, with ``args.probes_per_s`` probe pairs; write the probes' times."""
+    topics: dict[str, str] = json.loads(args.topics)
+    rng = random.Random(args.seed)
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=0, max_batch_size=262144)
     await producer.start()
-    rng = random.Random(3)
+    probes: dict[str, int] = {}
+    sent = 0
     started = time.perf_counter()
     try:
-        pending = []
-        for index in range(count):
-            stream, key, value = shopper_message(rng, users, index)
-            pending.append(await producer.send(topics[stream], value, key=key))
-            if len(pending) >= 10_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
+        while (elapsed := time.perf_counter() - started) < args.seconds:
+            now_ms = int(time.time() * 1000)
+            due: list[tuple[str, bytes, bytes]] = []
+            while sent < elapsed * args.rate:
+                user, stream, fields = background(rng, args.users)
+                body = {"event_id": f"{args.seed}-{sent}", "user_id": user, "ts": now_ms}
+                if stream == "orders":
+                    body["order_id"] = f"o-{args.seed}-{sent}"
+                due.append((topics[stream], user.encode(), orjson.dumps(body | fields)))
+                sent += 1
+            while len(probes) < elapsed * args.probes_per_s:
+                user = f"probe-{args.seed}-{len(probes)}"
+                due += [(topics["logins"], *login) for login in probe_logins(user, now_ms)]
+                probes[user] = now_ms
+            await send_batches(producer, due)
+            await asyncio.sleep(OFFER_TICK_S)
+        await producer.flush()
     finally:
         await producer.stop()
-    return time.perf_counter() - started
+    Path(args.probes_out).write_text(json.dumps({"sent": sent, "probes": probes}))
 
 
-async def offered_load(
-    topics: dict[str, str],
-    *,
-    rate: float,
-    seconds: float,
-    users: int,
-    prefix: str,
-    probes_per_s: float,
-) -> dict[str, float]:
+async def send_batches(producer: AIOKafkaProducer, due: list[tuple[str, bytes, bytes]]) -> None:
+    """Send ``due`` (topic, key, value) as one producer batch per topic partition,
+    partitioned as Kafka's default partitioner would (the key's murmur2)."""
+    by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = defaultdict(list)
+    for topic, key, value in due:
+        by_partition[(topic, partition_of(key, PARTITIONS))].append((key, value))
+    for (topic, number), records in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                await producer.send_batch(batch, topic, partition=number)
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        await producer.send_batch(batch, topic, partition=number)
+
+
+# -- the benchmark ----------------------------------------------------------------------
+
+
+class Worker:
+    """One ``python -m streamtags worker`` on the run's topics."""
+
+    def __init__(self, run: str, topics: dict[str, str], workdir: Path, lateness_ms: int) -> None:
+        self.port = _free_port()
+        self.prefix = f"{run}:user:"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMTAGS_")}
+        env |= {
+            "STREAMTAGS_KAFKA_BOOTSTRAP": KAFKA,
+            "STREAMTAGS_REDIS_URL": REDIS_URL,
+            "STREAMTAGS_APP_ID": run,
+            "STREAMTAGS_STORE": "rocksdb://",
+            "STREAMTAGS_DATA_DIR": str(workdir / "data"),
+            "STREAMTAGS_PARTITIONS": str(PARTITIONS),
+            "STREAMTAGS_WEB_PORT": str(self.port),
+            "STREAMTAGS_REDIS_KEY_PREFIX": self.prefix,
+            "STREAMTAGS_REDIS_TRIGGER_PREFIX": f"{run}:trigger:",
+            "STREAMTAGS_LATENESS_MS": str(lateness_ms),
+            "STREAMTAGS_LOG_LEVEL": "warning",
+            **{f"STREAMTAGS_TOPIC_{s.upper()}": t for s, t in topics.items()},
+        }
+        for output in ("tags", "risk_tags", "coupon_triggers", "dead_letter"):
+            env[f"STREAMTAGS_TOPIC_{output.upper()}"] = f"{run}.{output}"
+        self.log_path = workdir / "worker.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamtags", "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def consumed(self) -> float:
+        """Valid events the worker has consumed so far (its /metrics)."""
+        if self.process.poll() is not None:
+            raise SystemExit(f"the worker exited; see {self.log_path}")
+        return _events_seen(self.port)
+
+    def wait_for(self, count: float, timeout_s: float) -> None:
+        """Until the worker has consumed ``count`` events."""
+        deadline = time.monotonic() + timeout_s
+        while self.consumed() < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"the worker did not reach {count:,.0f} events; see {self.log_path}"
+                )
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Terminate the worker (killed if it does not stop within a minute)."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def drain_rate(worker: Worker, events: int) -> dict[str, float]:
+    """The worker's sustained events/s and CPU µs/event over the backlog, timed from
+    its first processed batch to its last event."""
+    deadline = time.monotonic() + 900
+    start: tuple[float, float, float] | None = None
+    while (consumed := worker.consumed()) < events:
+        if consumed and start is None:
+            start = (time.perf_counter(), _process_cpu_s(worker.process.pid), consumed)
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the backlog was not drained; see {worker.log_path}")
+        time.sleep(0.1)
+    assert start is not None, "the worker drained the backlog in one batch: use more events"
+    seconds = time.perf_counter() - start[0]
+    timed = consumed - start[2]
+    cpu_s = _process_cpu_s(worker.process.pid) - start[1]
+    return {
+        "events_per_s": round(timed / seconds),
+        "cpu_us_per_event": round(cpu_s / timed * 1e6, 1),
+        "seconds": round(seconds, 2),
+    }
+
+
+async def probe_landings(prefix: str, until: asyncio.Event, landed: dict[str, int]) -> None:
+    """Record (wall clock, epoch ms) when each probe user's Redis key is first written."""
     client = aioredis.Redis.from_url(REDIS_URL)
     await client.config_set("notify-keyspace-events", "Kh")
     pubsub = client.pubsub()
     await pubsub.psubscribe(f"__keyspace@0__:{prefix}probe-*")
-    sent_at: dict[str, float] = {}
-    landed_at: dict[str, float] = {}
-
-    async def listen() -> None:
-        async for message in pubsub.listen():
-            if message["type"] != "pmessage":
-                continue
-            key = message["channel"].decode().split(":", 1)[1][len(prefix) :]
-            landed_at.setdefault(key, time.perf_counter())
-
-    listener = asyncio.create_task(listen())
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA, linger_ms=1)
-    await producer.start()
-    rng = random.Random(4)
-    started = time.perf_counter()
-    sent = probes = 0
     try:
-        while (elapsed := time.perf_counter() - started) < seconds:
-            while sent < elapsed * rate:
-                stream, key, value = shopper_message(rng, users, 10_000_000 + sent)
-                await producer.send(topics[stream], value, key=key)
-                sent += 1
-            while probes < elapsed * probes_per_s:
-                user = f"probe-{probes}"
-                now = int(time.time() * 1000)
-                for i, country in enumerate(("SG", "DE")):
-                    body = {
-                        "event_id": f"{user}-{i}",
-                        "user_id": user,
-                        "ts": now + i,
-                        "outcome": "success",
-                        "ip": f"198.51.100.{i + 1}",
-                        "country": country,
-                    }
-                    await producer.send(topics["logins"], orjson.dumps(body), key=user.encode())
-                await producer.flush()
-                sent_at[user] = time.perf_counter()
-                probes += 1
-            await asyncio.sleep(0.002)
-        await asyncio.sleep(3)  # let the last probes land
+        while not until.is_set():
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
+            if message is not None and message["type"] == "pmessage":
+                key = message["channel"].decode().split(":", 1)[1][len(prefix) :]
+                landed.setdefault(key, int(time.time() * 1000))
     finally:
-        await producer.stop()
-        listener.cancel()
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await client.config_set("notify-keyspace-events", "")
         await client.aclose()
+
+
+async def load_step(
+    worker: Worker, topics: dict[str, str], *, rate: float, args: argparse.Namespace, seed: int
+) -> dict[str, Any]:
+    """Offer ``rate`` events/s for ``args.seconds`` from a separate process; the probes'
+    event-to-Redis latency (ms) and what the worker consumed meanwhile."""
+    landed: dict[str, int] = {}
+    stop = asyncio.Event()
+    listener = asyncio.create_task(probe_landings(worker.prefix, stop, landed))
+    await asyncio.sleep(0.5)  # subscribed before the first probe
+    probes_out = Path(args.workdir) / f"probes-{seed}.json"
+    before = (time.perf_counter(), worker.consumed())
+    offering = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "offer", "--topics", json.dumps(topics),
+        "--rate", str(rate), "--seconds", str(args.seconds), "--users", str(args.users),
+        "--probes-per-s", str(args.probes_per_s), "--seed", str(seed),
+        "--probes-out", str(probes_out),
+    )  # fmt: skip
+    await offering.wait()
+    after = (time.perf_counter(), worker.consumed())
+    await asyncio.sleep(args.lateness_ms / 1000 + SETTLE_S)
+    stop.set()
+    await listener
+    offered = json.loads(probes_out.read_text())
     latencies = sorted(
-        (landed_at[user] - at) * 1000 for user, at in sent_at.items() if user in landed_at
+        landed[user] - sent_ms for user, sent_ms in offered["probes"].items() if user in landed
     )
-    if not latencies:
-        return {"probes": probes, "landed": 0}
-    return {
-        "offered_events_per_s": round(sent / seconds),
-        "probes": probes,
+    step: dict[str, Any] = {
+        "offered_events_per_s": round(offered["sent"] / args.seconds),
+        "consumed_events_per_s": round((after[1] - before[1]) / (after[0] - before[0])),
+        "probes": len(offered["probes"]),
         "landed": len(latencies),
-        "p50_ms": round(statistics.median(latencies), 2),
-        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
-        "max_ms": round(latencies[-1], 2),
     }
+    if latencies:
+        step |= {
+            "p50_ms": round(statistics.median(latencies), 1),
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "max_ms": latencies[-1],
+        }
+    return step
 
 
 def lookup_latency(prefix: str, users: list[str], calls: int) -> dict[str, float]:
@@ -178,110 +304,91 @@ def lookup_latency(prefix: str, users: list[str], calls: int) -> dict[str, float
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--users", type=int, default=50_000)
-    parser.add_argument("--rate", type=float, default=2000.0, help="offered events/s, phase 2")
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--probes-per-s", type=float, default=20.0)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "live.json"))
-    args = parser.parse_args()
-
-    run = f"bench{uuid.uuid4().hex[:8]}"
-    topics = {s: f"{run}.{s}" for s in STREAMS}
-    outputs = {
-        "TAGS": "tags",
-        "RISK_TAGS": "risk-tags",
-        "COUPON_TRIGGERS": "coupons",
-        "DEAD_LETTER": "dead-letter",
-    }
-    port = 6077
-    env = {
-        **os.environ,
-        "STREAMTAGS_APP_ID": run,
-        "STREAMTAGS_STORE": "rocksdb://",
-        "STREAMTAGS_DATA_DIR": str(ROOT / ".stack" / "bench" / run),
-        "STREAMTAGS_PARTITIONS": "4",
-        "STREAMTAGS_WEB_PORT": str(port),
-        "STREAMTAGS_REDIS_KEY_PREFIX": f"{run}:user:",
-        "STREAMTAGS_REDIS_TRIGGER_PREFIX": f"{run}:trigger:",
-        "STREAMTAGS_LOG_LEVEL": "warning",
-        **{f"STREAMTAGS_TOPIC_{s.upper()}": t for s, t in topics.items()},
-        **{f"STREAMTAGS_TOPIC_{k}": f"{run}.{v}" for k, v in outputs.items()},
-    }
-    asyncio.run(ensure_topics(topics.values(), bootstrap=KAFKA, partitions=4))
-    print(f"producing {args.events:,} events ...", flush=True)
-    produce_s = asyncio.run(produce_backlog(topics, args.events, args.users))
-    log = (ROOT / ".stack" / "logs" / f"{run}-worker.log").open("wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "streamtags", "worker"],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    result: dict[str, Any] = {"events": args.events, "produce_s": round(produce_s, 2)}
-    try:
-        first_at = None
-        deadline = time.monotonic() + 600
-        consumed = 0.0
-        while time.monotonic() < deadline:
-            if worker.poll() is not None:
-                raise SystemExit(f"the worker exited; see {log.name}")
-            try:
-                consumed = metric_sum(port, "streamtags_events_consumed_total")
-            except OSError:
-                consumed = 0.0
-            if consumed and first_at is None:
-                first_at = (time.perf_counter(), consumed)
-            if consumed >= args.events:
-                break
-            time.sleep(0.25)
-        done_at = time.perf_counter()
-        assert first_at is not None, "the worker consumed nothing"
-        elapsed = done_at - first_at[0]
-        result["consume_s"] = round(elapsed, 2)
-        result["events_per_s"] = round((consumed - first_at[1]) / elapsed)
-        print(
-            f"consumed {consumed:,.0f} events; {result['events_per_s']:,} events/s sustained",
-            flush=True,
-        )
-        print(
-            f"offering {args.rate:,.0f} events/s for {args.seconds:.0f} s with probes ...",
-            flush=True,
-        )
-        result["latency"] = asyncio.run(
-            offered_load(
-                topics,
-                rate=args.rate,
-                seconds=args.seconds,
-                users=args.users,
-                prefix=f"{run}:user:",
-                probes_per_s=args.probes_per_s,
-            )
-        )
-        result["lookup"] = lookup_latency(
-            f"{run}:user:", [f"probe-{i}" for i in range(int(result["latency"]["probes"]))], 5000
-        )
-    finally:
-        worker.terminate()
-        worker.wait(timeout=60)
-    latency = result["latency"]
+def report(result: dict[str, Any], out: Path) -> None:
+    """Print the tables and write the JSON."""
+    drain = result["maximum"]
     print()
-    print(f"{'metric':<34}{'value':>14}")
-    print(f"{'backlog events':<34}{result['events']:>14,}")
-    print(f"{'sustained events/s (1 worker)':<34}{result['events_per_s']:>14,}")
-    for key in ("offered_events_per_s", "probes", "landed", "p50_ms", "p99_ms", "max_ms"):
-        if key in latency:
-            print(f"{'event->Redis ' + key:<34}{latency[key]:>14}")
-    lookup = result["lookup"]
-    print(f"{'lookup tags(user) p50 ms':<34}{lookup['p50_ms']:>14}")
-    print(f"{'lookup tags(user) p99 ms':<34}{lookup['p99_ms']:>14}")
-    out = Path(args.out)
+    print(f"maximum: {drain['events_per_s']:,} events/s ({drain['cpu_us_per_event']} CPU µs/event)")
+    print(f"lateness: {result['lateness_ms']} ms (part of every latency below)")
+    print(
+        f"{'load':>6}{'offered/s':>11}{'consumed/s':>12}{'probes':>8}{'landed':>8}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    )
+    for load, step in result["loads"].items():
+        print(
+            f"{load:>6}{step['offered_events_per_s']:>11,}{step['consumed_events_per_s']:>12,}"
+            f"{step['probes']:>8}{step['landed']:>8}{step.get('p50_ms', '-'):>9}"
+            f"{step.get('p99_ms', '-'):>9}{step.get('max_ms', '-'):>9}"
+        )
+    lookup = result.get("lookup")
+    if lookup:
+        print(f"lookup tags(user): p50 {lookup['p50_ms']} ms, p99 {lookup['p99_ms']} ms")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def run(args: argparse.Namespace) -> None:
+    run_id = f"live{uuid.uuid4().hex[:8]}"
+    topics = {s: f"{run_id}.{s}" for s in STREAMS}
+    workdir = ROOT / ".stack" / "bench" / run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    args.workdir = str(workdir)
+    asyncio.run(ensure_topics(topics.values(), bootstrap=KAFKA, partitions=PARTITIONS))
+    print(f"{run_id}: producing {args.events:,} events ...", flush=True)
+    end_ms = int(time.time() * 1000)
+    messages = backlog(args.events, args.users, span_ms=600_000, end_ms=end_ms)
+    asyncio.run(produce(topics, messages, bootstrap=KAFKA))
+    worker = Worker(run_id, topics, workdir, args.lateness_ms)
+    result: dict[str, Any] = {"machine": machine(), "versions": versions()}
+    result |= {"events": args.events, "lateness_ms": args.lateness_ms, "loads": {}}
+    try:
+        print("draining the backlog (the worker's maximum) ...", flush=True)
+        result["maximum"] = drain_rate(worker, args.events)
+        maximum = args.max_rate or result["maximum"]["events_per_s"]
+        total = float(args.events)
+        for index, load in enumerate(float(x) for x in args.loads.split(",")):
+            print(f"offering {load:.0%} of {maximum:,} events/s for {args.seconds:.0f} s ...")
+            step = asyncio.run(
+                load_step(worker, topics, rate=load * maximum, args=args, seed=index + 1)
+            )
+            result["loads"][f"{load:.0%}"] = step
+            total += step["offered_events_per_s"] * args.seconds + 2 * step["probes"]
+            worker.wait_for(total * 0.99, timeout_s=300)  # caught up before the next load
+        probed = [f"probe-1-{i}" for i in range(int(args.seconds * args.probes_per_s))]
+        result["lookup"] = lookup_latency(worker.prefix, probed, 5000)
+    finally:
+        worker.stop()
+        asyncio.run(delete_topics(run_id))
+        delete_redis_keys(run_id)
+        shutil.rmtree(workdir / "data", ignore_errors=True)
+    report(result, Path(args.out))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    offering = sub.add_parser("offer", help="(internal) the separate load process")
+    offering.add_argument("--topics", required=True, help="JSON: stream -> topic")
+    offering.add_argument("--rate", type=float, required=True)
+    offering.add_argument("--seconds", type=float, required=True)
+    offering.add_argument("--users", type=int, required=True)
+    offering.add_argument("--probes-per-s", type=float, required=True)
+    offering.add_argument("--seed", type=int, required=True)
+    offering.add_argument("--probes-out", required=True)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--loads", default="0.25,0.5,0.7,0.9", help="shares of the maximum")
+    parser.add_argument("--seconds", type=float, default=20.0, help="per load")
+    parser.add_argument("--probes-per-s", type=float, default=20.0)
+    parser.add_argument("--lateness-ms", type=int, default=1000)
+    parser.add_argument("--max-rate", type=int, default=0, help="use this maximum instead")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "live.json"))
+    args = parser.parse_args()
+    if args.command == "offer":
+        asyncio.run(offer(args))
+    else:
+        run(args)
 
 
 if __name__ == "__main__":

@@ -344,8 +344,8 @@ def _start_agent(app: faust.App, inputs: Any, intake: Intake) -> None:
                     [_raw_message(m) for m in messages],
                     acks=_acks_by_partition(app.consumer, messages),
                 )
-            if tagger.flush_due():
-                await tagger.flush()
+            if tagger.flush_due():  # the next fetches are tagged while it writes
+                tagger.flush_in_background()
 
     _ = tag_users
 
@@ -382,7 +382,7 @@ def _start_timers(app: faust.App, settings: Settings, intake: Intake, sink: Redi
         # Also while rebalancing: the revoke waits for every message read to be acked,
         # and the agent may be waiting for a fetch that the rebalance holds back.
         if tagger.flush_due():
-            await tagger.flush()
+            tagger.flush_in_background()
 
     @app.timer(interval=10.0)  # type: ignore[untyped-decorator]
     async def log_counters() -> None:

@@ -63,9 +63,10 @@ class Intake:
         )
         # Events the engine rejects (too late, a rule bug) it dead-letters itself: they
         # may come out of a user's reorder buffer long after their batch.
-        receipt = await self.tagger.process(batch.events, acks=acks)
         letters = [(raw.key, encode(letter)) for raw, letter in batch.rejected]
-        await self.tagger.settle(receipt, dead_letters=letters)
+        async with self.tagger.batch():
+            receipt = await self.tagger.process(batch.events, acks=acks)
+            await self.tagger.settle(receipt, dead_letters=letters)
         self._count(batch, len(messages))
 
     def _count(self, batch: IngestBatch, size: int) -> None:

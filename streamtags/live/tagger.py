@@ -20,6 +20,12 @@ task calls it (the agent, the deadline timer, the revoke handler):
   still writing: that flush holds the lock until its writes are confirmed.
   If anything is not confirmed, its users stay dirty, lost outputs are sent
   again, and no ack runs: the next flush retries.
+- A flush takes its snapshot (dirty users' state bytes, queued outputs,
+  registered acks) at once and between two batches (:meth:`~LiveTagger.batch`,
+  which the intake and the tick hold), so no state is written ahead of its
+  batch's outputs. Then it writes and waits for the broker while the agent
+  tags the next fetches (:meth:`~LiveTagger.flush_in_background`): their
+  changes wait for the next flush.
 - Ownership changes (:meth:`~LiveTagger.assign`) wait for a running flush,
   then drop revoked partitions with their dirty users and waiting acks. So
   a flush never writes for a partition this worker no longer owns, and
@@ -145,6 +151,8 @@ class LiveTagger:
         self.last_flush = clock()
         self._acks: dict[int, list[Ack]] = {}
         self._flushing = asyncio.Lock()
+        self._batch = asyncio.Lock()
+        self._background_flush: asyncio.Future[int] | None = None
         #: where a state is written (dead letters of refused states name it)
         self.state_topic = state_topic
         self.cache = CacheBudget(max_bytes=cache_max_bytes)
@@ -338,6 +346,10 @@ class LiveTagger:
 
     async def tick(self) -> None:
         """Fire what is due in every partition (quiet users' deadlines, expiries)."""
+        async with self._batch:
+            await self._tick()
+
+    async def _tick(self) -> None:
         self.mark_idle_streams()
         now_ms = self.now_ms()
         out = Output()
@@ -370,11 +382,15 @@ class LiveTagger:
         Waits for a flush already running; when this returns normally, every
         state change and output made before the call is on the broker."""
         async with self._flushing:
-            self.last_flush = self.clock()
-            dirty, self.dirty = self.dirty, {}
-            acks, self._acks = self._acks, {}
-            outbox = self.outbox.take()
-            written, states_ok = await self._write_states(dirty)
+            async with self._batch:  # a snapshot between batches (see batch())
+                self.last_flush = self.clock()
+                dirty, self.dirty = self.dirty, {}
+                acks, self._acks = self._acks, {}
+                outbox = self.outbox.take()
+                records, refused = self._snapshot(dirty)
+            for number, key, data in refused:  # refused alone: the others' writes go on
+                await self.outbox.refuse("state", self.state_topic, number, key, data)
+            written, states_ok = await self._write_states(records)
             lost = await self.outbox.confirm(outbox)  # the lost ones pend again
             if not states_ok or lost:
                 for number, waiting in acks.items():  # in front of acks registered since
@@ -388,27 +404,58 @@ class LiveTagger:
             self._trim_caches()
             return written
 
-    async def _write_states(self, dirty: dict[int, set[str]]) -> tuple[int, bool]:
-        """Queue each dirty user's state and each touched partition's clock, then wait for
-        the broker; unconfirmed users become dirty again. Returns (confirmed users, all ok)."""
-        writes: list[tuple[int, list[str], Delivery | None]] = []
+    def flush_in_background(self) -> None:
+        """Start a flush unless one is running, and return at once: batches go on
+        meanwhile (their changes wait for the next flush). Raises what the previous
+        background flush raised, if it failed."""
+        running = self._background_flush
+        if running is not None and not running.done():
+            return
+        self._background_flush = asyncio.ensure_future(self.flush())
+        if running is not None:
+            running.result()
+
+    def batch(self) -> asyncio.Lock:
+        """Held while a batch (or a tick) runs the engine and queues its outputs and acks:
+        a flush snapshots the states, outputs and acks between two batches, never in
+        the middle of one (so no state is written ahead of its batch's outputs)."""
+        return self._batch
+
+    def _snapshot(
+        self, dirty: dict[int, set[str]]
+    ) -> tuple[
+        dict[int, tuple[list[str], list[tuple[bytes, bytes]]]], list[tuple[int, bytes, bytes]]
+    ]:
+        """Every dirty user's state bytes, and each touched partition's clock last, by
+        partition, taken at once (no await); and the states over the record size limit."""
+        records: dict[int, tuple[list[str], list[tuple[bytes, bytes]]]] = {}
+        refused: list[tuple[int, bytes, bytes]] = []
         for number, users in dirty.items():
             part = self.partitions.get(number)
             if part is None:
                 continue
-            records: list[tuple[bytes, bytes]] = []
             written: list[str] = []
+            states: list[tuple[bytes, bytes]] = []
             for user_id in users:
                 key, data = user_id.encode(), part.dump(user_id)
-                if not self.outbox.fits(key, data):  # refused: the others' writes go on
-                    await self.outbox.refuse("state", self.state_topic, number, key, data)
+                if not self.outbox.fits(key, data):
+                    refused.append((number, key, data))
                     continue
                 self.cache.note(number, user_id, len(data))
-                records.append((key, data))
+                states.append((key, data))
                 written.append(user_id)
-            # The clock goes last: its record covers the users' records before it.
-            records.append((self._clock_key(number), orjson.dumps(part.clock.to_list())))
-            writes += await self._put_many(number, records, written)
+            states.append((self._clock_key(number), orjson.dumps(part.clock.to_list())))
+            records[number] = (written, states)
+        return records, refused
+
+    async def _write_states(
+        self, records: dict[int, tuple[list[str], list[tuple[bytes, bytes]]]]
+    ) -> tuple[int, bool]:
+        """Queue the snapshot's records (:meth:`_snapshot`), then wait for the broker;
+        unconfirmed users become dirty again. Returns (confirmed users, all ok)."""
+        writes: list[tuple[int, list[str], Delivery | None]] = []
+        for number, (users, states) in records.items():  # assign() waits for the flush
+            writes += await self._put_many(number, states, users)
         confirmed, all_ok = 0, True
         for number, users_written, delivery in writes:
             if await delivered(delivery, self.health):

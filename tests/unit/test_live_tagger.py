@@ -202,6 +202,47 @@ async def test_a_flush_waits_for_another_tasks_flush_before_acking() -> None:
     assert world.durable_users() == {"ann"}
 
 
+async def test_batches_go_on_while_a_background_flush_waits_for_the_broker() -> None:
+    """The agent starts a flush and goes on tagging; the flush writes and acks only what
+    came before it, the later batch waits for the next flush."""
+    world = World()
+    await world.assign([0])
+    await world.feed([whale("ann")], "batch-1")
+    world.store.fault.hold()
+    world.tagger.flush_in_background()
+    await spin()
+    async with world.tagger.batch():  # not held up by the flush waiting for the broker
+        await asyncio.wait_for(world.feed([whale("bob")], "batch-2"), timeout=1)
+    world.tagger.flush_in_background()  # one is running: no second one
+    world.store.fault.release()
+    await spin()
+    assert world.acked == ["batch-1"]
+    assert world.durable_users() == {"ann"}
+    assert await world.tagger.flush() == 1
+    assert world.acked == ["batch-1", "batch-2"]
+
+
+async def test_a_flush_snapshots_between_batches_never_inside_one() -> None:
+    """A state written ahead of its batch's outputs could outlive them in a crash (the
+    redelivered event is then a duplicate): the flush waits for the batch (here a tick
+    that applies a waiting whale) to finish."""
+    world = World()
+    await world.assign([0])
+    await world.feed([whale("ann")], "batch-1")  # waits in ann's reorder buffer
+    world.clock.set_ms(T0 + LATENESS_MS + 1)
+    world.sink.fault.hold()  # the tick stops in the middle: ann tagged, Redis not written
+    ticking = asyncio.create_task(world.tagger.tick())
+    await spin()
+    flushing = asyncio.create_task(world.tagger.flush())
+    await spin()
+    assert world.store.puts == 0, "the flush took a snapshot in the middle of a tick"
+    world.sink.fault.release()
+    await ticking
+    assert await flushing == 1
+    assert world.acked == ["batch-1"]
+    assert [change["tag"] for change in world.tags.values()] == ["whale"]
+
+
 async def test_a_changelog_write_that_fails_keeps_its_events_unacked_until_a_retry_lands() -> None:
     world = World()
     await world.assign([0])
