@@ -13,13 +13,14 @@
 
 A tag waits for the partition's watermark, one lateness
 (``STREAMTAGS_LATENESS_MS``) behind the slowest input stream, before it
-can be applied (README "Time"): the lateness is part of every figure here,
-and the run prints the one it used (``--lateness-ms``).
+can be applied (README "Time"): the lateness is part of every figure here.
+The sweep runs once per lateness given (``--lateness-ms``, default 0 and the
+worker's default 1000), restarting the worker on its state in between.
 
 Prints a table and writes bench/results/live.json. Needs the stack
 (``make stack-up``).
 
-    .venv/bin/python bench/live.py [--events 200000] [--lateness-ms 1000] [--loads 0.25,0.5,0.7,0.9]
+    .venv/bin/python bench/live.py [--events 200000] [--lateness-ms 0,1000] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ class Worker:
     def __init__(self, run: str, topics: dict[str, str], workdir: Path, lateness_ms: int) -> None:
         self.port = _free_port()
         self.prefix = f"{run}:user:"
+        self.lateness_ms = lateness_ms
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMTAGS_")}
         env |= {
             "STREAMTAGS_KAFKA_BOOTSTRAP": KAFKA,
@@ -260,7 +262,7 @@ async def load_step(
     )  # fmt: skip
     await offering.wait()
     after = (time.perf_counter(), worker.consumed())
-    await asyncio.sleep(args.lateness_ms / 1000 + SETTLE_S)
+    await asyncio.sleep(args.settle_s)
     stop.set()
     await listener
     offered = json.loads(probes_out.read_text())
@@ -309,23 +311,44 @@ def report(result: dict[str, Any], out: Path) -> None:
     drain = result["maximum"]
     print()
     print(f"maximum: {drain['events_per_s']:,} events/s ({drain['cpu_us_per_event']} CPU µs/event)")
-    print(f"lateness: {result['lateness_ms']} ms (part of every latency below)")
-    print(
-        f"{'load':>6}{'offered/s':>11}{'consumed/s':>12}{'probes':>8}{'landed':>8}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-    )
-    for load, step in result["loads"].items():
+    for sweep_ in result["sweeps"]:
+        print(f"\nlateness {sweep_['lateness_ms']} ms (every latency includes it)")
         print(
-            f"{load:>6}{step['offered_events_per_s']:>11,}{step['consumed_events_per_s']:>12,}"
-            f"{step['probes']:>8}{step['landed']:>8}{step.get('p50_ms', '-'):>9}"
-            f"{step.get('p99_ms', '-'):>9}{step.get('max_ms', '-'):>9}"
+            f"{'load':>6}{'offered/s':>11}{'consumed/s':>12}{'probes':>8}{'landed':>8}"
+            f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
         )
+        for load, step in sweep_["loads"].items():
+            print(
+                f"{load:>6}{step['offered_events_per_s']:>11,}"
+                f"{step['consumed_events_per_s']:>12,}{step['probes']:>8}{step['landed']:>8}"
+                f"{step.get('p50_ms', '-'):>9}{step.get('p99_ms', '-'):>9}"
+                f"{step.get('max_ms', '-'):>9}"
+            )
     lookup = result.get("lookup")
     if lookup:
-        print(f"lookup tags(user): p50 {lookup['p50_ms']} ms, p99 {lookup['p99_ms']} ms")
+        print(f"\nlookup tags(user): p50 {lookup['p50_ms']} ms, p99 {lookup['p99_ms']} ms")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def sweep(
+    worker: Worker, topics: dict[str, str], maximum: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Each load in turn, the worker caught up before the next one."""
+    loads: dict[str, Any] = {}
+    for load in (float(x) for x in args.loads.split(",")):
+        print(
+            f"offering {load:.0%} of {maximum:,} events/s for {args.seconds:.0f} s ...", flush=True
+        )
+        step = asyncio.run(
+            load_step(worker, topics, rate=load * maximum, args=args, seed=len(args.done) + 1)
+        )
+        args.done.append(step)
+        loads[f"{load:.0%}"] = step
+        args.total += step["offered_events_per_s"] * args.seconds + 2 * step["probes"]
+        worker.wait_for(args.total * 0.99, timeout_s=300)
+    return loads
 
 
 def run(args: argparse.Namespace) -> None:
@@ -333,28 +356,28 @@ def run(args: argparse.Namespace) -> None:
     topics = {s: f"{run_id}.{s}" for s in STREAMS}
     workdir = ROOT / ".stack" / "bench" / run_id
     workdir.mkdir(parents=True, exist_ok=True)
-    args.workdir = str(workdir)
+    args.workdir, args.done, args.total = str(workdir), [], float(args.events)
     asyncio.run(ensure_topics(topics.values(), bootstrap=KAFKA, partitions=PARTITIONS))
     print(f"{run_id}: producing {args.events:,} events ...", flush=True)
     end_ms = int(time.time() * 1000)
     messages = backlog(args.events, args.users, span_ms=600_000, end_ms=end_ms)
     asyncio.run(produce(topics, messages, bootstrap=KAFKA))
-    worker = Worker(run_id, topics, workdir, args.lateness_ms)
-    result: dict[str, Any] = {"machine": machine(), "versions": versions()}
-    result |= {"events": args.events, "lateness_ms": args.lateness_ms, "loads": {}}
+    latenesses = [int(x) for x in args.lateness_ms.split(",")]
+    result: dict[str, Any] = {"machine": machine(), "versions": versions(), "events": args.events}
+    result["sweeps"] = []
+    worker = Worker(run_id, topics, workdir, latenesses[0])
     try:
         print("draining the backlog (the worker's maximum) ...", flush=True)
         result["maximum"] = drain_rate(worker, args.events)
         maximum = args.max_rate or result["maximum"]["events_per_s"]
-        total = float(args.events)
-        for index, load in enumerate(float(x) for x in args.loads.split(",")):
-            print(f"offering {load:.0%} of {maximum:,} events/s for {args.seconds:.0f} s ...")
-            step = asyncio.run(
-                load_step(worker, topics, rate=load * maximum, args=args, seed=index + 1)
-            )
-            result["loads"][f"{load:.0%}"] = step
-            total += step["offered_events_per_s"] * args.seconds + 2 * step["probes"]
-            worker.wait_for(total * 0.99, timeout_s=300)  # caught up before the next load
+        for lateness_ms in latenesses:
+            if worker.lateness_ms != lateness_ms:  # the same group and state, restarted
+                worker.stop()
+                worker = Worker(run_id, topics, workdir, lateness_ms)
+                worker.wait_for(args.total, timeout_s=300)
+            args.settle_s = lateness_ms / 1000 + SETTLE_S
+            loads = sweep(worker, topics, maximum, args)
+            result["sweeps"].append({"lateness_ms": lateness_ms, "loads": loads})
         probed = [f"probe-1-{i}" for i in range(int(args.seconds * args.probes_per_s))]
         result["lookup"] = lookup_latency(worker.prefix, probed, 5000)
     finally:
@@ -381,7 +404,9 @@ def main() -> None:
     parser.add_argument("--loads", default="0.25,0.5,0.7,0.9", help="shares of the maximum")
     parser.add_argument("--seconds", type=float, default=20.0, help="per load")
     parser.add_argument("--probes-per-s", type=float, default=20.0)
-    parser.add_argument("--lateness-ms", type=int, default=1000)
+    parser.add_argument(
+        "--lateness-ms", default="0,1000", help="comma-separated: one sweep per lateness"
+    )
     parser.add_argument("--max-rate", type=int, default=0, help="use this maximum instead")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "live.json"))
     args = parser.parse_args()
