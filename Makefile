@@ -6,7 +6,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv stack-up stack-down stack-status lint test unit integration faults demo bench bench-compare schemas clean
+.PHONY: venv stack-up stack-down stack-status lint test unit integration faults demo bench bench-compare bench-scale schemas clean
 
 venv: $(VENV)/.installed
 
@@ -55,6 +55,11 @@ demo: stack-up
 bench: stack-up
 	$(PY) bench/engine.py
 	$(PY) bench/live.py
+
+# One worker, then two in one consumer group, on one backlog (bench/scale.py); README "Scaling".
+#   make bench-scale BENCH_ARGS="--events 20000 --users 5000"   (add --gated: see the script)
+bench-scale: stack-up
+	$(PY) bench/scale.py $(BENCH_ARGS)
 
 # streamtags vs Quix Streams vs raw aiokafka on one backlog (bench/compare.py). Quix Streams is
 # a benchmark-only dependency: it lives in its own venv, never in the project's dependencies.

@@ -68,7 +68,23 @@ from bench.backlog import SIGNAL_SHARE, backlog, produce, reference_tags  # noqa
 from streamtags.live.topics import ensure_topics  # noqa: E402
 from streamtags.settings import Settings  # noqa: E402
 
-__all__ = ["Contestant", "Result", "main", "report", "run_contestants"]
+__all__ = [
+    "Contestant",
+    "Result",
+    "delete_redis_keys",
+    "delete_topics",
+    "events_seen",
+    "free_port",
+    "machine",
+    "main",
+    "process_cpu_s",
+    "produce_backlog",
+    "report",
+    "run_contestants",
+    "start_worker",
+    "stop_worker",
+    "versions",
+]
 
 KAFKA = os.environ.get("STREAMTAGS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("STREAMTAGS_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -149,14 +165,28 @@ class Contestant:
     def streamtags(self, name: str, rules_dir: Path) -> Result:
         """Run ``python -m streamtags worker`` on the backlog and time it through ``/metrics``."""
         tag = _slug(name)
-        port = _free_port()
+        port = free_port()
+        env = self.worker_env(tag, rules_dir, port=port, data_dir=self.workdir / f"{tag}-data")
+        log_path = self.workdir / f"{tag}.log"
+        loadavg = os.getloadavg()[0]
+        worker = start_worker(env, log_path)
+        try:
+            result = self._watch(name, worker, port, log_path)
+        finally:
+            stop_worker(worker)
+        result.loadavg_before = loadavg
+        return result
+
+    def worker_env(self, tag: str, rules_dir: Path, *, port: int, data_dir: Path) -> dict[str, str]:
+        """A worker's environment: app id (= consumer group), outputs and Redis prefixes
+        named after ``tag``, so workers given the same ``tag`` share one group."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMTAGS_")}
         env |= {
             "STREAMTAGS_KAFKA_BOOTSTRAP": KAFKA,
             "STREAMTAGS_REDIS_URL": REDIS_URL,
             "STREAMTAGS_APP_ID": f"{self.run}-{tag}",
             "STREAMTAGS_STORE": "rocksdb://",
-            "STREAMTAGS_DATA_DIR": str(self.workdir / f"{tag}-data"),
+            "STREAMTAGS_DATA_DIR": str(data_dir),
             "STREAMTAGS_RULES_DIR": str(rules_dir),
             "STREAMTAGS_PARTITIONS": str(PARTITIONS),
             "STREAMTAGS_WEB_PORT": str(port),
@@ -167,27 +197,7 @@ class Contestant:
         }
         for output in ("tags", "risk_tags", "coupon_triggers", "dead_letter"):
             env[f"STREAMTAGS_TOPIC_{output.upper()}"] = f"{self.run}.{tag}.{output}"
-        log_path = self.workdir / f"{tag}.log"
-        loadavg = os.getloadavg()[0]
-        with log_path.open("wb") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "streamtags", "worker"],
-                env=env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                result = self._watch(name, worker, port, log_path)
-            finally:
-                worker.terminate()
-                try:
-                    worker.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    worker.kill()
-                    worker.wait()
-        result.loadavg_before = loadavg
-        return result
+        return env
 
     def _watch(self, name: str, worker: subprocess.Popen[bytes], port: int, log: Path) -> Result:
         start: tuple[float, float, float] | None = None
@@ -195,13 +205,13 @@ class Contestant:
         while time.monotonic() < deadline:
             if worker.poll() is not None:
                 raise SystemExit(f"{name}: the worker exited; see {log}")
-            consumed = _events_seen(port)
+            consumed = events_seen(port)
             if consumed and start is None:
-                start = (time.perf_counter(), _process_cpu_s(worker.pid), consumed)
+                start = (time.perf_counter(), process_cpu_s(worker.pid), consumed)
             if consumed >= self.events:
                 assert start is not None
                 drain_s = time.perf_counter() - start[0]
-                cpu_s = _process_cpu_s(worker.pid) - start[1]
+                cpu_s = process_cpu_s(worker.pid) - start[1]
                 # Events wait in the reorder buffer until the watermark passes them: let
                 # the last ones out (untimed) before counting the tags.
                 time.sleep(Settings().lateness_ms / 1000 + 2)
@@ -221,14 +231,36 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def _free_port() -> int:
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m streamtags worker`` with ``env``, its output going to ``log_path``."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamtags", "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """Ask the worker to stop (SIGTERM); kill it if it has not within 60 s."""
+    worker.terminate()
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+
+
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
 
 
-def _process_cpu_s(pid: int) -> float:
+def process_cpu_s(pid: int) -> float:
     """User+system CPU seconds of process ``pid``, all threads (from ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     # after the command name: utime and stime are fields 14 and 15 of stat(5)
@@ -246,14 +278,20 @@ def metric_sum(port: int, name: str) -> float:
     )
 
 
-def _events_seen(port: int) -> float:
-    """Events the worker has consumed or dead-lettered; 0 while its web server is not up."""
+#: dead-letter kinds of events the engine refused after the intake counted them consumed
+ENGINE_REJECTIONS = ("too_late", "engine_error")
+
+
+def events_seen(port: int) -> float:
+    """Events the worker has consumed or dead-lettered, each once; 0 while its web server is
+    not up. (``future_timestamp`` may come from either side; the backlogs here have none.)"""
     try:
-        return metric_sum(port, "streamtags_events_consumed_total") + metric_sum(
-            port, "streamtags_events_rejected_total"
-        )
+        rejected = _labelled(port, "streamtags_events_rejected_total", "topic", "kind")
+        consumed = metric_sum(port, "streamtags_events_consumed_total")
     except OSError:
         return 0.0
+    refused = (n for key, n in rejected.items() if key.rpartition("/")[2] not in ENGINE_REJECTIONS)
+    return consumed + sum(refused)
 
 
 def _labelled(port: int, metric: str, *labels: str) -> dict[str, float]:
@@ -425,8 +463,11 @@ def headline_rules(workdir: Path) -> Path:
     return three
 
 
-def make_backlog(contestant: Contestant, users: int, span_min: float) -> dict[str, Any]:
-    """Create the input topics, produce the backlog and replay it offline; facts about it."""
+def produce_backlog(contestant: Contestant, users: int, span_min: float) -> dict[str, Any]:
+    """Create the input topics and produce the backlog; facts about it.
+
+    ``span_min``: the events' times rise evenly over this many minutes, ending now.
+    """
     topics = contestant.topics
     asyncio.run(ensure_topics(topics.values(), bootstrap=KAFKA, partitions=PARTITIONS))
     print(f"{contestant.run}: producing {contestant.events:,} events ...", flush=True)
@@ -439,19 +480,26 @@ def make_backlog(contestant: Contestant, users: int, span_min: float) -> dict[st
             bootstrap=KAFKA,
         )
     )
-    produce_s = time.perf_counter() - started
+    return {
+        "events": contestant.events,
+        "users": users,
+        "topics": len(topics),
+        "partitions": PARTITIONS,
+        "event_time_span_min": span_min,
+        "end_ms": end_ms,
+        "signal_share": SIGNAL_SHARE,
+        "produce_s": round(time.perf_counter() - started, 2),
+    }
+
+
+def make_backlog(contestant: Contestant, users: int, span_min: float) -> dict[str, Any]:
+    """Produce the backlog and replay it offline; facts about it and the reference tags."""
+    facts = produce_backlog(contestant, users, span_min)
     print("replaying it offline through the streamtags engine (reference tags) ...", flush=True)
+    span_ms, end_ms = int(span_min * 60_000), facts.pop("end_ms")
     again = backlog(contestant.events, users, span_ms=span_ms, end_ms=end_ms)
     return {
-        "backlog": {
-            "events": contestant.events,
-            "users": users,
-            "topics": len(topics),
-            "partitions": PARTITIONS,
-            "event_time_span_min": span_min,
-            "signal_share": SIGNAL_SHARE,
-            "produce_s": round(produce_s, 2),
-        },
+        "backlog": facts,
         "reference_tags": reference_tags(again, headline_rules(contestant.workdir)),
     }
 

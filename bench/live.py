@@ -49,12 +49,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.backlog import backlog, produce  # noqa: E402
 from bench.compare import (  # noqa: E402
-    _events_seen,
-    _free_port,
-    _process_cpu_s,
     delete_redis_keys,
     delete_topics,
+    events_seen,
+    free_port,
     machine,
+    process_cpu_s,
     versions,
 )
 from streamtags.live.table_store import partition_of  # noqa: E402
@@ -146,7 +146,7 @@ class Worker:
     """One ``python -m streamtags worker`` on the run's topics."""
 
     def __init__(self, run: str, topics: dict[str, str], workdir: Path, lateness_ms: int) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.prefix = f"{run}:user:"
         self.lateness_ms = lateness_ms
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMTAGS_")}
@@ -180,7 +180,7 @@ class Worker:
         """Valid events the worker has consumed so far (its /metrics)."""
         if self.process.poll() is not None:
             raise SystemExit(f"the worker exited; see {self.log_path}")
-        return _events_seen(self.port)
+        return events_seen(self.port)
 
     def wait_for(self, count: float, timeout_s: float) -> None:
         """Until the worker has consumed ``count`` events."""
@@ -210,14 +210,14 @@ def drain_rate(worker: Worker, events: int) -> dict[str, float]:
     start: tuple[float, float, float] | None = None
     while (consumed := worker.consumed()) < events:
         if consumed and start is None:
-            start = (time.perf_counter(), _process_cpu_s(worker.process.pid), consumed)
+            start = (time.perf_counter(), process_cpu_s(worker.process.pid), consumed)
         if time.monotonic() > deadline:
             raise SystemExit(f"the backlog was not drained; see {worker.log_path}")
         time.sleep(0.1)
     assert start is not None, "the worker drained the backlog in one batch: use more events"
     seconds = time.perf_counter() - start[0]
     timed = consumed - start[2]
-    cpu_s = _process_cpu_s(worker.process.pid) - start[1]
+    cpu_s = process_cpu_s(worker.process.pid) - start[1]
     return {
         "events_per_s": round(timed / seconds),
         "cpu_us_per_event": round(cpu_s / timed * 1e6, 1),
