@@ -15,7 +15,7 @@ is evaluated at (the user's latest event time, or a deadline).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any, cast
 
 from streamtags.contracts.events import Event
@@ -57,27 +57,33 @@ def rule_env(rule: Rule, state: UserState, t: int) -> Env:
 class TagBook:
     """Rule evaluation and tag changes; shared by every partition of an engine."""
 
-    __slots__ = ("by_name", "by_tag", "marketing", "order")
+    __slots__ = ("by_name", "by_tag", "conditions_of", "marketing", "rules")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.by_name = {rule.name: rule for rule in rules}
         #: tag -> the rule that owns it (for expiries and rechecks)
         self.by_tag = {rule.tag: rule for rule in rules}
-        #: rule name -> position in the ruleset: rules are evaluated in file order
-        self.order = {rule.name: i for i, rule in enumerate(rules)}
+        self.rules = tuple(rules)
+        #: a bit mask over rule positions -> its condition rules, in ruleset order
+        #: (filled on first use: only the combinations events touch are kept)
+        self.conditions_of: dict[int, tuple[Rule, ...]] = {}
         self.marketing = tuple(rule for rule in rules if rule.category == "marketing")
 
     # -- per event ------------------------------------------------------------------
 
-    def evaluate_all(
-        self, names: Collection[str], turn: UserTurn, t: int, event_ids: list[str]
-    ) -> None:
-        """Evaluate the condition rules named (those whose features took the event)."""
-        ordered = sorted(names, key=self.order.__getitem__) if len(names) > 1 else names
-        for name in ordered:
-            rule = self.by_name[name]
-            if rule.condition is not None:
-                self.evaluate(rule, turn, t, event_ids)
+    def evaluate_all(self, touched: int, turn: UserTurn, t: int, event_ids: list[str]) -> None:
+        """Evaluate the condition rules in ``touched`` (those whose features took the event;
+        a bit mask over rule positions), in ruleset order."""
+        rules = self.conditions_of.get(touched)
+        if rules is None:
+            rules = tuple(
+                rule
+                for position, rule in enumerate(self.rules)
+                if touched >> position & 1 and rule.condition is not None
+            )
+            self.conditions_of[touched] = rules
+        for rule in rules:
+            self.evaluate(rule, turn, t, event_ids)
 
     def evaluate(self, rule: Rule, turn: UserTurn, t: int, event_ids: list[str]) -> None:
         """Evaluate a condition rule at ``t``; apply, renew or clear its tag."""
