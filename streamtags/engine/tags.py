@@ -16,7 +16,7 @@ is evaluated at (the user's latest event time, or a deadline).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 from streamtags.contracts.events import Event
 from streamtags.contracts.records import Severity, TagAction, iso_ms
@@ -31,27 +31,9 @@ __all__ = ["TTL_PASSED", "TagBook", "rule_env"]
 TTL_PASSED = "the tag's time to live passed"
 
 
-class _Values(dict[str, float]):
-    """Feature values computed on first use, so ``a and b`` skips ``b`` when ``a`` fails."""
-
-    __slots__ = ("data", "rule", "t")
-
-    def __init__(self, rule: Rule, data: dict[str, Any], t: int) -> None:
-        super().__init__(rule.params)
-        self.rule = rule
-        self.data = data
-        self.t = t
-
-    def __missing__(self, name: str) -> float:
-        feature = self.rule.features[name]
-        value = feature.value(self.data.get(feature.key), self.t)
-        self[name] = value
-        return value
-
-
 def rule_env(rule: Rule, state: UserState, t: int) -> Env:
     """What ``rule``'s expressions see for this user at event time ``t`` (epoch ms)."""
-    return Env(_Values(rule, state.features, t), state.tags)
+    return Env(rule.params, state.tags, state.features, t)
 
 
 class TagBook:
@@ -225,9 +207,10 @@ class TagBook:
         if env is not None:
             features = turn.state.features
             for name, feature in rule.features.items():
-                value = env.values[name]
+                data = features.get(feature.key)
+                value = feature.value(data, t)
                 figures[name] = value / 1000 if feature.value_type == "duration" else value
-                values = feature.shown(features.get(feature.key), t)
+                values = feature.shown(data, t)
                 if values:
                     shown[name] = values
         text = reason or rule.name

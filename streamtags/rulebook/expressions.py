@@ -24,13 +24,14 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from streamtags.errors import ExpressionError
 
 __all__ = [
     "Compiled",
     "Env",
+    "Evaluator",
     "ValueType",
     "compile_expression",
     "parse_duration_ms",
@@ -41,16 +42,28 @@ Value = float | bool
 
 
 class Env:
-    """What an expression can see while it runs: feature values and live tags."""
+    """What an expression can see while it runs: values by name, live tags, and (for
+    names bound to readers at compile time) one user's feature data at event time ``t``
+    (epoch ms, UTC)."""
 
-    __slots__ = ("tags", "values")
+    __slots__ = ("features", "t", "tags", "values")
 
-    def __init__(self, values: Mapping[str, float], tags: Mapping[str, object]) -> None:
+    def __init__(
+        self,
+        values: Mapping[str, float],
+        tags: Mapping[str, object],
+        features: Mapping[str, Any] | None = None,
+        t: int = 0,
+    ) -> None:
         self.values = values
         self.tags = tags
+        #: feature key -> the user's data, for names compiled with a reader
+        self.features: Mapping[str, Any] = features if features is not None else {}
+        self.t = t
 
 
 Evaluator = Callable[[Env], Value]
+"""A compiled expression (or part of one): reads what it needs from an :class:`Env`."""
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -142,10 +155,13 @@ class _Node:
 
 
 class _Parser:
-    def __init__(self, source: str, names: Mapping[str, ValueType], scale: float) -> None:
+    def __init__(
+        self, source: str, names: Mapping[str, ValueType], scale: float, bound: _Bound
+    ) -> None:
         self.source = source
         self.names = names
         self.scale = scale
+        self.bound = bound
         self.tokens = self._tokenize(source)
         self.pos = 0
         self.used: set[str] = set()
@@ -311,9 +327,18 @@ class _Parser:
                 known = ", ".join(sorted(self.names)) or "none"
                 raise ExpressionError(f"unknown name {text!r} in {self.source!r} (known: {known})")
             self.used.add(text)
-            name = text
-            return _Node(self.names[text], lambda env: env.values[name], name=name)
+            return self.parse_name(text)
         raise ExpressionError(f"unexpected {text!r} in {self.source!r}")
+
+    def parse_name(self, name: str) -> _Node:
+        kind = self.names[name]
+        constant = self.bound.constants.get(name)
+        if constant is not None:
+            return _Node(kind, lambda env: constant, constant=constant)
+        reader = self.bound.readers.get(name)
+        if reader is not None:
+            return _Node(kind, reader)
+        return _Node(kind, lambda env: env.values[name], name=name)
 
     def parse_call(self, function: str) -> _Node:
         self.take("(")
@@ -339,16 +364,29 @@ class _Parser:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    constants: Mapping[str, float]
+    readers: Mapping[str, Evaluator]
+
+
 def compile_expression(
     source: str | int | float | bool,
     *,
     names: Mapping[str, ValueType],
     expect: ValueType | None = None,
     scale: float = 1.0,
+    constants: Mapping[str, float] | None = None,
+    readers: Mapping[str, Evaluator] | None = None,
 ) -> Compiled:
-    """Parse, type-check and compile ``source``; durations are scaled by ``scale``."""
+    """Parse, type-check and compile ``source``; durations are scaled by ``scale``.
+
+    Names in ``constants`` (a rule's parameters) are inlined; names in ``readers``
+    are read by calling the reader with the :class:`Env`, once per use (a rule's
+    features, read from :attr:`Env.features` at :attr:`Env.t`); other names are
+    looked up in :attr:`Env.values`."""
     text = str(source).lower() if isinstance(source, bool) else str(source)
-    parser = _Parser(text, names, scale)
+    parser = _Parser(text, names, scale, _Bound(constants or {}, readers or {}))
     node = parser.parse()
     if expect is not None and node.type != expect:
         raise ExpressionError(f"{text!r} is a {node.type}, but a {expect} is needed here")
