@@ -38,6 +38,7 @@ are hashes of their content.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -148,6 +149,52 @@ class _WakeUps:
                 yield user_id
 
 
+class _Waiting:
+    """``(event time, user)`` of every waiting event, handed out in that order.
+
+    Arrivals are appended as they come and sorted in when the queue is next read:
+    events arrive nearly in time order, so one sort per batch (it finds the sorted
+    runs) costs far less than a heap push and pop per event. An entry is stale once
+    its user's buffer was released; the caller skips those.
+    """
+
+    __slots__ = ("arrived", "queue")
+
+    def __init__(self) -> None:
+        #: sorted by event time, then user
+        self.queue: list[tuple[int, str]] = []
+        #: added since the queue was last sorted, in arrival order
+        self.arrived: list[tuple[int, str]] = []
+
+    def add(self, event_ms: int, user_id: str) -> None:
+        """A waiting event of ``user_id`` at ``event_ms`` (event time, epoch ms)."""
+        self.arrived.append((event_ms, user_id))
+
+    def earliest(self) -> int | None:
+        """The earliest waiting event's time, if any."""
+        queue = self._sorted()
+        return queue[0][0] if queue else None
+
+    def pop_until(self, settle_to_ms: int) -> list[tuple[int, str]]:
+        """Remove and return, in order, the entries at or before ``settle_to_ms``."""
+        queue = self._sorted()
+        cut = bisect.bisect_right(queue, settle_to_ms, key=_event_ms)
+        ready = queue[:cut]
+        del queue[:cut]
+        return ready
+
+    def _sorted(self) -> list[tuple[int, str]]:
+        if self.arrived:
+            self.queue += self.arrived
+            self.arrived = []
+            self.queue.sort()
+        return self.queue
+
+
+def _event_ms(entry: tuple[int, str]) -> int:
+    return entry[0]
+
+
 class Partition:
     """One partition's users, clock and wake-ups. Not thread-safe; one owner."""
 
@@ -172,7 +219,7 @@ class Partition:
         #: users with deadlines, expiries or rechecks, by when the next comes due
         self._timers = _WakeUps()
         #: ``(event time, user)`` of every waiting event (stale once released)
-        self._waiting: list[tuple[int, str]] = []
+        self._waiting = _Waiting()
 
     # -- state access ---------------------------------------------------------
 
@@ -218,9 +265,9 @@ class Partition:
     def next_deadline_ms(self) -> int | None:
         """The earliest event time at which :meth:`advance` has work, if any."""
         due = self._timers.earliest()
-        waiting = self._waiting
-        if waiting and (due is None or waiting[0][0] < due):
-            return waiting[0][0]
+        waiting = self._waiting.earliest()
+        if waiting is not None and (due is None or waiting < due):
+            return waiting
         return due
 
     def watermark(self, now_ms: int) -> int | None:
@@ -247,11 +294,8 @@ class Partition:
         # Strictly before the watermark: an event stamped exactly at it may still be
         # read (it is no more than the lateness behind the latest event).
         settle_to = watermark - 1
-        waiting = self._waiting
         states = self.states
-        pop = heapq.heappop
-        while waiting and waiting[0][0] <= settle_to:
-            user_id = pop(waiting)[1]
+        for _, user_id in self._waiting.pop_until(settle_to):
             state = states.get(user_id) or self.state(user_id)
             if state.buffer:
                 self._release(UserTurn(user_id, state, now_ms, out), settle_to)
@@ -294,7 +338,7 @@ class Partition:
                 return
         buffer.append(decoded)
         self.clock.observe(source, event.ts, now_ms)
-        heapq.heappush(self._waiting, (event.ts, user_id))
+        self._waiting.add(event.ts, user_id)
 
     def _release(self, turn: UserTurn, settle_to: int) -> None:
         """Apply the user's waiting events up to ``settle_to`` in event-time order, each
@@ -406,7 +450,7 @@ class Partition:
         """Wake the user when a waiting event or time-driven work comes due."""
         self._timers.set(user_id, self._time_due(state))
         for decoded in state.buffer:
-            heapq.heappush(self._waiting, (decoded.event.ts, user_id))
+            self._waiting.add(decoded.event.ts, user_id)
 
 
 def _idle_horizon_ms(rules: Iterable[Rule], features: Iterable[Any], lateness_ms: int) -> int:
