@@ -20,7 +20,7 @@ from streamtags.rulebook.features import Feature
 from streamtags.rulebook.fields import Filter, compile_filter
 from streamtags.rulebook.loader import Rule
 
-__all__ = ["DISPATCH_FIELDS", "FeatureRouter"]
+__all__ = ["DISPATCH_FIELDS", "FeatureRouter", "RuleIndex", "settled_values"]
 
 #: The field whose value decides which ``where`` filters can match, per stream.
 DISPATCH_FIELDS = {
@@ -29,6 +29,55 @@ DISPATCH_FIELDS = {
     "logins": "outcome",
     "accounts": "action",
 }
+
+
+def settled_values(stream: str, where: Any) -> list[str] | None:
+    """The values of ``stream``'s dispatch field that settle its condition in ``where``
+    (each passes it, no other does), or None when the condition is not that simple."""
+    field = DISPATCH_FIELDS.get(stream)
+    if field is None or not isinstance(where, Mapping) or field not in where:
+        return None
+    condition = where[field]
+    if isinstance(condition, str):
+        return [condition]
+    if isinstance(condition, list):
+        return [str(v) for v in condition]
+    if isinstance(condition, Mapping) and len(condition) == 1:
+        if "in" in condition:
+            return [str(v) for v in condition["in"]]
+        if "eq" in condition:
+            return [str(condition["eq"])]
+    return None
+
+
+class RuleIndex:
+    """The rules whose step may match an event of one stream, in ruleset order, by the
+    value of the stream's dispatch field: the others need not run their filters."""
+
+    __slots__ = ("by_value", "field", "others")
+
+    def __init__(self, stream: str, steps: Sequence[tuple[Rule, Sequence[Any]]]) -> None:
+        """``steps``: each rule with the ``where`` specs of its steps on ``stream``."""
+        self.field = DISPATCH_FIELDS.get(stream)
+        accepted: list[tuple[Rule, set[str] | None]] = []
+        for rule, wheres in steps:
+            settled = [settled_values(stream, where) for where in wheres]
+            values = None if None in settled else {v for vs in settled if vs for v in vs}
+            accepted.append((rule, values))
+        every = {value for _, values in accepted if values is not None for value in values}
+        #: dispatch value -> the rules that may match it
+        self.by_value = {
+            value: tuple(rule for rule, values in accepted if values is None or value in values)
+            for value in sorted(every)
+        }
+        #: the rules that may match any other value
+        self.others = tuple(rule for rule, values in accepted if values is None)
+
+    def rules_for(self, event: Event) -> tuple[Rule, ...]:
+        """The rules whose step may match ``event``."""
+        if self.field is None:
+            return self.others
+        return self.by_value.get(getattr(event, self.field), self.others)
 
 
 class _Group:
@@ -54,7 +103,7 @@ class _Dispatch:
         always: list[_Group] = []
         specific: dict[str, list[_Group]] = {}
         for where, features, rules in groups:
-            values = self._values(where)
+            values = settled_values(stream, where)
             if values is None:
                 always.append(_Group(compile_filter([stream], where), features, rules))
                 continue
@@ -67,23 +116,6 @@ class _Dispatch:
                 specific.setdefault(value, []).append(group)
         self.always = tuple(always)
         self.by_value = {value: (*groups, *self.always) for value, groups in specific.items()}
-
-    def _values(self, where: Any) -> list[str] | None:
-        """The field values that settle the field's condition in ``where`` (each passes it,
-        no other does), or None when the condition is not that simple."""
-        if self.field is None or not isinstance(where, Mapping) or self.field not in where:
-            return None
-        condition = where[self.field]
-        if isinstance(condition, str):
-            return [condition]
-        if isinstance(condition, list):
-            return [str(v) for v in condition]
-        if isinstance(condition, Mapping) and len(condition) == 1:
-            if "in" in condition:
-                return [str(v) for v in condition["in"]]
-            if "eq" in condition:
-                return [str(condition["eq"])]
-        return None
 
     def groups_for(self, event: Event) -> tuple[_Group, ...]:
         """The groups whose filter may accept ``event``."""

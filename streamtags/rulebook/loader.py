@@ -12,9 +12,10 @@ worker with the file, line, rule name and reason (:class:`RuleError`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from streamtags.contracts.records import Category
 from streamtags.errors import ExpressionError, FeatureSpecError, RuleError
@@ -48,6 +49,8 @@ class Matcher:
 
     streams: frozenset[str]
     where: Filter
+    #: the ``where`` mapping as written (None: every event of the streams)
+    where_spec: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +275,7 @@ def _streams(on: Streams) -> list[str]:
 def _matcher(step: StepSpec, source: _Source, what: str) -> Matcher:
     streams = _streams(step.on)
     try:
-        return Matcher(frozenset(streams), compile_filter(streams, step.where))
+        return Matcher(frozenset(streams), compile_filter(streams, step.where), step.where)
     except FeatureSpecError as exc:
         raise source.error(f"'absence.{what}': {exc}", "absence", what) from None
 
