@@ -186,7 +186,7 @@ class _Waiting:
     def _sorted(self) -> list[tuple[int, str]]:
         if self.arrived:
             self.queue += self.arrived
-            self.arrived = []
+            self.arrived.clear()  # the same list: the partition appends to it directly
             self.queue.sort()
         return self.queue
 
@@ -279,8 +279,7 @@ class Partition:
     def process(self, events: Iterable[Decoded], now_ms: int) -> Output:
         """Admit a batch of validated events (read order), then release what is due."""
         out = Output()
-        for decoded in events:
-            self._admit(decoded, now_ms, out)
+        self._admit(events, now_ms, out)
         out.extend(self.advance(now_ms))
         return out
 
@@ -307,38 +306,56 @@ class Partition:
 
     # -- admission and release ----------------------------------------------------
 
-    def _admit(self, decoded: Decoded, now_ms: int, out: Output) -> None:
-        """Put one read event in its user's reorder buffer, or say why not."""
-        event = decoded.event
-        if event.ts > now_ms + self.engine.max_future_skew_ms:
-            ahead_s = (event.ts - now_ms) / 1000
-            reason = f"ts is {ahead_s:.0f} s ahead of the clock (at most {self._skew_s()} s)"
-            out.rejected.append(Rejection(decoded, "future_timestamp", reason))
-            return
-        user_id = event.user_id
-        state = self.states.get(user_id) or self.state(user_id)
-        source = decoded.source
-        if decoded.offset <= state.offsets.get(source, -1):
-            return  # a redelivery: already waiting, applied or rejected
-        state.offsets[source] = decoded.offset
-        out.dirty.add(user_id)
-        if event.ts <= state.processed_to_ms:
-            reason = (
-                f"ts {iso_ms(event.ts)} is not after {iso_ms(state.processed_to_ms)}, up to "
-                f"which this user's events were already applied (allowed lateness "
-                f"{self.engine.lateness_ms} ms)"
-            )
-            out.rejected.append(Rejection(decoded, "too_late", reason))
-            return
-        event_id = event.event_id
-        buffer = state.buffer
-        for waiting in buffer:
-            if waiting.event.event_id == event_id:
+    def _admit(self, events: Iterable[Decoded], now_ms: int, out: Output) -> None:
+        """Put each read event in its user's reorder buffer, or say why not."""
+        latest_ms = now_ms + self.engine.max_future_skew_ms
+        states = self.states
+        dirty = out.dirty
+        arrived = self._waiting.arrived
+        #: source -> the highest event time admitted from it in this batch
+        highest: dict[str, int] = {}
+        for decoded in events:
+            event = decoded.event
+            ts = event.ts
+            if ts > latest_ms:
+                out.rejected.append(self._too_far_ahead(decoded, now_ms))
+                continue
+            user_id = event.user_id
+            state = states.get(user_id) or self.state(user_id)
+            source, offset, offsets = decoded.source, decoded.offset, state.offsets
+            if offset <= offsets.get(source, -1):
+                continue  # a redelivery: already waiting, applied or rejected
+            offsets[source] = offset
+            dirty.add(user_id)
+            buffer = state.buffer
+            if ts <= state.processed_to_ms:
+                out.rejected.append(self._too_late(decoded, state))
+            elif buffer and _is_waiting(buffer, event.event_id):
                 out.duplicates += 1
-                return
-        buffer.append(decoded)
-        self.clock.observe(source, event.ts, now_ms)
-        self._waiting.add(event.ts, user_id)
+            else:
+                buffer.append(decoded)
+                arrived.append((ts, user_id))
+                seen = highest.get(source)
+                if seen is None or seen < ts:
+                    highest[source] = ts
+        # One clock update per stream is the same as one per event: the batch was read at
+        # one wall-clock time, and only the highest event time counts.
+        for source, ts in highest.items():
+            self.clock.observe(source, ts, now_ms)
+
+    def _too_far_ahead(self, decoded: Decoded, now_ms: int) -> Rejection:
+        ahead_s = (decoded.event.ts - now_ms) / 1000
+        skew_s = self.engine.max_future_skew_ms // 1000
+        reason = f"ts is {ahead_s:.0f} s ahead of the clock (at most {skew_s} s)"
+        return Rejection(decoded, "future_timestamp", reason)
+
+    def _too_late(self, decoded: Decoded, state: UserState) -> Rejection:
+        reason = (
+            f"ts {iso_ms(decoded.event.ts)} is not after {iso_ms(state.processed_to_ms)}, up "
+            f"to which this user's events were already applied (allowed lateness "
+            f"{self.engine.lateness_ms} ms)"
+        )
+        return Rejection(decoded, "too_late", reason)
 
     def _release(self, turn: UserTurn, settle_to: int) -> None:
         """Apply the user's waiting events up to ``settle_to`` in event-time order, each
@@ -372,16 +389,28 @@ class Partition:
         out.dirty.add(user_id)
 
     def _apply(self, decoded: Decoded, turn: UserTurn) -> bool:
-        """One event's steps (True when it armed a deadline); a rule that raises leaves
-        no output for the event."""
-        out = turn.out
+        """One event's steps, in order (True when it armed a deadline): consent and time
+        zone, stops, features, starts, then the condition rules the event touched. A
+        rule that raises leaves no output for the event."""
+        out, state, event, source = turn.out, turn.state, decoded.event, decoded.source
         changes_before, triggers_before = len(out.changes), len(out.triggers)
-        event = decoded.event
-        state = turn.state
-        if event.ts > state.processed_to_ms:
-            state.processed_to_ms = event.ts
+        ts = event.ts
+        if ts > state.processed_to_ms:
+            state.processed_to_ms = ts
+        # Events are applied in event-time order, so the user's latest time is this
+        # event's, and every window ends at it.
+        if ts > state.latest_ts:
+            state.latest_ts = ts
+        t = state.latest_ts
         try:
-            return self._steps(event, decoded.source, turn)
+            if source == "accounts":
+                self._profile(event, turn)
+            stopped = self._deadlines.stop(event, source, turn)
+            touched = self._router.update(event, source, state)
+            armed = self._deadlines.start(event, source, state, t, stopped)
+            if touched:
+                self._tags.evaluate_all(touched, turn, t, [event.event_id])
+            return armed
         except Exception as exc:  # a rule bug must not stop the events behind it
             del out.changes[changes_before:]
             del out.triggers[triggers_before:]
@@ -389,27 +418,7 @@ class Partition:
             out.rejected.append(Rejection(decoded, "engine_error", reason))
             return False
 
-    def _skew_s(self) -> int:
-        return self.engine.max_future_skew_ms // 1000
-
     # -- the steps ----------------------------------------------------------------
-
-    def _steps(self, event: Event, source: str, turn: UserTurn) -> bool:
-        """One event's steps, in order; True when it armed a deadline."""
-        state = turn.state
-        # Events are applied in event-time order, so the user's latest time is this
-        # event's, and every window ends at it.
-        if event.ts > state.latest_ts:
-            state.latest_ts = event.ts
-        t = state.latest_ts
-        if source == "accounts":
-            self._profile(event, turn)
-        stopped = self._deadlines.stop(event, source, turn)
-        touched = self._router.update(event, source, state)
-        armed = self._deadlines.start(event, source, state, t, stopped)
-        if touched:
-            self._tags.evaluate_all(touched, turn, t, [event.event_id])
-        return armed
 
     def _profile(self, event: Event, turn: UserTurn) -> None:
         """An account event: the user's time zone and consent to personalisation."""
@@ -467,6 +476,11 @@ def _idle_horizon_ms(rules: Iterable[Rule], features: Iterable[Any], lateness_ms
         if rule.absence is not None and not rule.absence.within.names:
             spans.append(int(rule.absence.within.run(Env({}, {}))))
     return max(spans) + lateness_ms
+
+
+def _is_waiting(buffer: list[Decoded], event_id: str) -> bool:
+    """Whether an event with ``event_id`` already waits in ``buffer`` (a producer retry)."""
+    return any(waiting.event.event_id == event_id for waiting in buffer)
 
 
 def _read_order(decoded: Decoded) -> tuple[int, str, str]:
