@@ -39,7 +39,7 @@ import orjson
 
 from streamtags.contracts.events import STREAMS, Event
 from streamtags.errors import FeatureSpecError
-from streamtags.rulebook.expressions import Evaluator, ValueType
+from streamtags.rulebook.expressions import ValueType
 from streamtags.rulebook.fields import (
     Filter,
     Reader,
@@ -76,12 +76,6 @@ class Feature:
     def update(self, data: Any, event: Event, tz: str | None) -> Any:
         """Fold an event that passed ``where`` into ``data`` (None when new); return it."""
         raise NotImplementedError
-
-    def evaluator(self) -> Evaluator:
-        """Reads this feature's value from an :class:`Env` that carries a user's feature
-        data and the event time to read at (what a compiled condition calls)."""
-        key, value = self.key, self.value
-        return lambda env: value(env.features.get(key), env.t)
 
     def value(self, data: Any, t_ms: int) -> float:
         """The feature's value at event time ``t_ms``."""

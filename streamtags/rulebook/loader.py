@@ -22,6 +22,7 @@ from streamtags.errors import ExpressionError, FeatureSpecError, RuleError
 from streamtags.rulebook.documents import LineDict, line_of, read_documents, validated
 from streamtags.rulebook.expressions import (
     Compiled,
+    FeatureRead,
     ValueType,
     compile_expression,
     parse_duration_ms,
@@ -243,7 +244,7 @@ def _expression(
     expect: ValueType,
     *loc: str,
 ) -> Compiled:
-    readers = {name: feature.evaluator() for name, feature in names.features.items()}
+    reads = {name: FeatureRead(f.key, f.value) for name, f in names.features.items()}
     try:
         return compile_expression(
             text,
@@ -251,7 +252,7 @@ def _expression(
             expect=expect,
             scale=source.scale,
             constants=names.params,
-            readers=readers,
+            features=reads,
         )
     except ExpressionError as exc:
         # The rule's own condition needs no label; the message quotes the expression.
