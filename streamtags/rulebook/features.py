@@ -139,10 +139,15 @@ class _RawWindow(Feature):
             start = t_ms - self.window_ms
             if data[0][0] > start and data[-1][0] <= t_ms:
                 return float(len(data))
-            return float(sum(1 for ts, _ in data if start < ts <= t_ms))
+            count = 0
+            for ts, _ in data:  # a plain loop: faster than sum() over a generator
+                if start < ts <= t_ms:
+                    count += 1
+            return float(count)
         live = self._live(data, t_ms)
         if not live:
             return 0.0
+
         if agg == "sum":
             return float(sum(live))
         if agg == "avg":
@@ -151,6 +156,8 @@ class _RawWindow(Feature):
             return float(min(live))
         if agg == "max":
             return float(max(live))
+        if len(live) == 1:  # mode_count of one value, without building a Counter
+            return 1.0
         return float(max(Counter(live).values()))  # mode_count
 
     def prune(self, data: Any, t_ms: int) -> Any:
@@ -209,9 +216,10 @@ class _Buckets(Feature):
             return 0.0
         low = (t_ms - self.window_ms) // self.bucket_ms
         high = t_ms // self.bucket_ms
+        # Lists, not generators: the same sums in the same order, faster.
         if data[0][0] > low and data[-1][0] <= high:
-            return float(sum(total for _, total in data))
-        return float(sum(total for index, total in data if low < index <= high))
+            return float(sum([total for _, total in data]))
+        return float(sum([total for index, total in data if low < index <= high]))
 
     def prune(self, data: Any, t_ms: int) -> Any:
         if not data:
@@ -258,7 +266,11 @@ class _Distinct(Feature):
         if not data:
             return 0.0
         start = t_ms - self.window_ms
-        return float(sum(1 for _, ts in data if start < ts <= t_ms))
+        count = 0
+        for _, ts in data:  # a plain loop: faster than sum() over a generator
+            if start < ts <= t_ms:
+                count += 1
+        return float(count)
 
     def shown(self, data: Any, t_ms: int) -> list[str] | None:
         start = t_ms - self.window_ms
@@ -316,7 +328,11 @@ class _Sequence(Feature):
         if not data:
             return 0.0
         start = t_ms - self.window_ms
-        return float(sum(1 for ts in data[1] if start < ts <= t_ms))
+        count = 0
+        for ts in data[1]:  # a plain loop: faster than sum() over a generator
+            if start < ts <= t_ms:
+                count += 1
+        return float(count)
 
     def prune(self, data: Any, t_ms: int) -> Any:
         if not data:
