@@ -82,14 +82,13 @@ class Deadlines:
 
     # -- per event --------------------------------------------------------------------
 
-    def stop(self, event: Event, source: str, turn: UserTurn) -> set[str]:
+    def stop(self, event: Event, source: str, turn: UserTurn) -> Collection[str]:
         """Cancel what ``event`` stops; the names of the rules it was a stop for."""
-        stopped: set[str] = set()
         index = self.stops_by_stream.get(source)
-        for rule in index.rules_for(event) if index is not None else ():
-            if self._stop_one(rule, event, source, turn):
-                stopped.add(rule.name)
-        return stopped
+        rules = index.rules_for(event) if index is not None else ()
+        if not rules:
+            return ()  # most events stop nothing: no set to build
+        return {rule.name for rule in rules if self._stop_one(rule, event, source, turn)}
 
     def start(
         self, event: Event, source: str, state: UserState, t: int, stopped: Collection[str]

@@ -365,8 +365,9 @@ class Partition:
         if len(buffer) == 1:  # the common case, kept cheap
             if buffer[0].event.ts > settle_to:
                 return
-            ready = buffer
-            state.buffer = []
+            # Emptied in place: a new list per release would be one more young object for
+            # the garbage collector to scan.
+            ready = [buffer.pop()]
         else:
             ready = [d for d in buffer if d.event.ts <= settle_to]
             state.buffer = [d for d in buffer if d.event.ts > settle_to]

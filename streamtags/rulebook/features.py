@@ -309,7 +309,9 @@ class _Sequence(Feature):
         self.cap = cap
 
     def update(self, data: Any, event: Event, tz: str | None) -> Any:
-        pending, matches = data if data is not None else [None, []]
+        if data is None:
+            data = [None, []]
+        pending, matches = data
         if (
             self.then(event, tz)
             and pending is not None
@@ -322,7 +324,8 @@ class _Sequence(Feature):
             pending = None  # each first completes at most one sequence
         elif self.first(event, tz):
             pending = event.ts if pending is None else max(pending, event.ts)
-        return [pending, matches]
+        data[0] = pending  # in place: a new list per event is garbage-collector work
+        return data
 
     def value(self, data: Any, t_ms: int) -> float:
         if not data:
@@ -372,7 +375,8 @@ class _Gap(Feature):
             return data  # late or repeated: the interval is not new information
         gap = event.ts - last
         weight = min(gaps + 1, 20)
-        return [event.ts, round(mean + (gap - mean) / weight), gaps + 1]
+        data[:] = [event.ts, round(mean + (gap - mean) / weight), gaps + 1]
+        return data
 
     def value(self, data: Any, t_ms: int) -> float:
         return float(data[1]) if data and data[2] else 0.0
