@@ -162,10 +162,15 @@ class FeatureRouter:
         dispatch = self.dispatch_by_stream.get(source)
         if dispatch is None:
             return 0
+        # groups_for, without a call: this runs for every event.
+        field, always = dispatch.field, dispatch.always
+        groups = always if field is None else dispatch.by_value.get(getattr(event, field), always)
+        if not groups:
+            return 0
         touched = 0
         features = state.features
         tz = state.tz
-        for group in dispatch.groups_for(event):
+        for group in groups:
             where = group.where
             if where is not None and not where(event, tz):
                 continue

@@ -64,8 +64,9 @@ class TagBook:
                 if touched >> position & 1 and rule.condition is not None
             )
             self.conditions_of[touched] = rules
+        evaluate = self.evaluate
         for rule in rules:
-            self.evaluate(rule, turn, t, event_ids)
+            evaluate(rule, turn, t, event_ids)
 
     def evaluate(self, rule: Rule, turn: UserTurn, t: int, event_ids: list[str]) -> None:
         """Evaluate a condition rule at ``t``; apply, renew or clear its tag."""
@@ -81,7 +82,7 @@ class TagBook:
             and not marketing_off
         ):
             return  # live, sticky and not due for renewal: nothing can change
-        env = rule_env(rule, state, t)
+        env = Env(rule.params, state.tags, state.features, t)  # rule_env, without a call
         holds = bool(rule.condition.run(env)) and not marketing_off
         if live is not None and live.expires_at_ms <= t:
             self.clear(rule, turn, live.expires_at_ms, TTL_PASSED)
