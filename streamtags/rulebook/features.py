@@ -103,7 +103,9 @@ class Feature:
 
 
 class _RawWindow(Feature):
-    """Entries ``[ts, value]`` sorted by time, at most ``cap`` of them."""
+    """Entries ``(ts, value)`` sorted by time, at most ``cap`` of them. Tuples, not
+    lists: the garbage collector stops tracking a tuple of plain values, and a user's
+    windows hold many of them for a long time."""
 
     def __init__(self, *, agg: str, reader: Reader | None, cap: int, **common: Any) -> None:
         super().__init__(**common)
@@ -112,11 +114,11 @@ class _RawWindow(Feature):
         self.cap = cap
 
     def update(self, data: Any, event: Event, tz: str | None) -> Any:
-        entries: list[list[Any]] = data if data is not None else []
+        entries: list[tuple[Any, ...]] = data if data is not None else []
         value = self.reader(event, tz) if self.reader is not None else 1
         if value is None:
             return data
-        entry = [event.ts, value]
+        entry = (event.ts, value)
         if not entries or entries[-1][0] <= event.ts:
             entries.append(entry)
         else:
@@ -184,8 +186,8 @@ class _RawWindow(Feature):
 
     def unpack(self, packed: Any, base_ms: int) -> Any:
         if self.reader is None:
-            return [[base_ms - ago, 1] for ago in packed]
-        return [[base_ms - ago, v] for ago, v in packed]
+            return [(base_ms - ago, 1) for ago in packed]
+        return [(base_ms - ago, v) for ago, v in packed]
 
 
 class _Buckets(Feature):
