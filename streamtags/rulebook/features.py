@@ -227,6 +227,8 @@ class _Buckets(Feature):
         if not data:
             return None
         low = (t_ms - self.retain_ms) // self.bucket_ms
+        if data[0][0] > low:
+            return data  # sorted by index: nothing to drop, and no copy to make
         kept = [b for b in data if b[0] > low]
         return kept or None
 
@@ -282,6 +284,11 @@ class _Distinct(Feature):
         if not data:
             return None
         start = t_ms - self.retain_ms
+        for _, ts in data:
+            if ts <= start:
+                break
+        else:
+            return data  # nothing to drop, and no copy to make
         kept = [e for e in data if e[1] > start]
         return kept or None
 
@@ -344,6 +351,9 @@ class _Sequence(Feature):
             return None
         pending, matches = data
         start = t_ms - self.retain_ms
+        stale = pending is not None and t_ms - pending > self.within_ms
+        if not stale and (not matches or matches[0] > start):  # matches are sorted
+            return data if pending is not None or matches else None
         matches = [ts for ts in matches if ts > start]
         if pending is not None and t_ms - pending > self.within_ms:
             pending = None
