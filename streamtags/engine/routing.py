@@ -4,7 +4,10 @@ Compiled once per engine. Per stream, features are grouped by identical
 ``where`` (each filter runs once per event however many features and rules
 share it), and the groups are indexed by the value of the stream's
 discriminating field (``orders.status``, ``browse.action``, ...): a page
-view tries no filter at all, a paid order only those that accept "paid".
+view tries no filter at all, a paid order only those that accept "paid", and
+only the part of each filter that the value does not already settle. The
+rules a feature update touches travel as a bit mask over rule positions.
+:class:`RuleIndex` does the same for the steps of absence rules (deadlines).
 """
 
 from __future__ import annotations
