@@ -18,6 +18,7 @@ from typing import Any
 from streamtags.contracts.events import Event
 from streamtags.contracts.records import TagAction, iso_ms
 from streamtags.engine.output import Trigger, TriggerItemDict, UserTurn, digest
+from streamtags.engine.routing import RuleIndex
 from streamtags.engine.state import CartItem, PendingDeadline, UserState
 from streamtags.engine.tags import TagBook, rule_env
 from streamtags.rulebook.expressions import Env
@@ -53,10 +54,8 @@ class Deadlines:
         self.tags = tags
         self.lateness_ms = lateness_ms
         self.by_name = {rule.name: rule for rule in rules}
-        #: per stream, the absence rules whose stop can match it
-        self.stops_by_stream: dict[str, list[Rule]] = {}
-        #: per stream, the absence rules whose start or cart removal can match it
-        self.starts_by_stream: dict[str, list[Rule]] = {}
+        stops: dict[str, list[tuple[Rule, list[Any]]]] = {}
+        starts: dict[str, list[tuple[Rule, list[Any]]]] = {}
         #: (rule, stream) -> reads the ``match`` field (the cart id, say) from an event
         self.match_readers: dict[tuple[str, str], Callable[[Event, str | None], Any]] = {}
         for rule in rules:
@@ -64,31 +63,40 @@ class Deadlines:
             if absence is None:
                 continue
             for stream in absence.stop.streams:
-                self.stops_by_stream.setdefault(stream, []).append(rule)
-            remove = absence.cart_remove
-            for stream in absence.start.streams | (remove.streams if remove else frozenset()):
-                self.starts_by_stream.setdefault(stream, []).append(rule)
+                stops.setdefault(stream, []).append((rule, [absence.stop.where_spec]))
+            steps = [absence.start] + ([absence.cart_remove] if absence.cart_remove else [])
+            for step in steps:
+                for stream in step.streams:
+                    by_rule = starts.setdefault(stream, [])
+                    if not by_rule or by_rule[-1][0] is not rule:
+                        by_rule.append((rule, []))
+                    by_rule[-1][1].append(step.where_spec)
             if absence.match:
                 for stream in absence.start.streams | absence.stop.streams:
                     reader, _ = field_reader([stream], absence.match)
                     self.match_readers[(rule.name, stream)] = reader
+        #: per stream, the absence rules whose stop may match an event, by dispatch value
+        self.stops_by_stream = {stream: RuleIndex(stream, s) for stream, s in stops.items()}
+        #: per stream, the absence rules whose start or cart removal may match an event
+        self.starts_by_stream = {stream: RuleIndex(stream, s) for stream, s in starts.items()}
 
     # -- per event --------------------------------------------------------------------
 
-    def stop(self, event: Event, source: str, turn: UserTurn) -> set[str]:
+    def stop(self, event: Event, source: str, turn: UserTurn) -> Collection[str]:
         """Cancel what ``event`` stops; the names of the rules it was a stop for."""
-        stopped: set[str] = set()
-        for rule in self.stops_by_stream.get(source, ()):
-            if self._stop_one(rule, event, source, turn):
-                stopped.add(rule.name)
-        return stopped
+        index = self.stops_by_stream.get(source)
+        rules = index.rules_for(event) if index is not None else ()
+        if not rules:
+            return ()  # most events stop nothing: no set to build
+        return {rule.name for rule in rules if self._stop_one(rule, event, source, turn)}
 
     def start(
         self, event: Event, source: str, state: UserState, t: int, stopped: Collection[str]
     ) -> bool:
         """Arm what ``event`` starts (``t``: the user's latest event time); True if any."""
         armed = False
-        for rule in self.starts_by_stream.get(source, ()):
+        index = self.starts_by_stream.get(source)
+        for rule in index.rules_for(event) if index is not None else ():
             armed |= self._start_one(rule, event, source, state, t, rule.name in stopped)
         return armed
 

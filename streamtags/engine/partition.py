@@ -38,6 +38,7 @@ are hashes of their content.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -148,6 +149,52 @@ class _WakeUps:
                 yield user_id
 
 
+class _Waiting:
+    """``(event time, user)`` of every waiting event, handed out in that order.
+
+    Arrivals are appended as they come and sorted in when the queue is next read:
+    events arrive nearly in time order, so one sort per batch (it finds the sorted
+    runs) costs far less than a heap push and pop per event. An entry is stale once
+    its user's buffer was released; the caller skips those.
+    """
+
+    __slots__ = ("arrived", "queue")
+
+    def __init__(self) -> None:
+        #: sorted by event time, then user
+        self.queue: list[tuple[int, str]] = []
+        #: added since the queue was last sorted, in arrival order
+        self.arrived: list[tuple[int, str]] = []
+
+    def add(self, event_ms: int, user_id: str) -> None:
+        """A waiting event of ``user_id`` at ``event_ms`` (event time, epoch ms)."""
+        self.arrived.append((event_ms, user_id))
+
+    def earliest(self) -> int | None:
+        """The earliest waiting event's time, if any."""
+        queue = self._sorted()
+        return queue[0][0] if queue else None
+
+    def pop_until(self, settle_to_ms: int) -> list[tuple[int, str]]:
+        """Remove and return, in order, the entries at or before ``settle_to_ms``."""
+        queue = self._sorted()
+        cut = bisect.bisect_right(queue, settle_to_ms, key=_event_ms)
+        ready = queue[:cut]
+        del queue[:cut]
+        return ready
+
+    def _sorted(self) -> list[tuple[int, str]]:
+        if self.arrived:
+            self.queue += self.arrived
+            self.arrived.clear()  # the same list: the partition appends to it directly
+            self.queue.sort()
+        return self.queue
+
+
+def _event_ms(entry: tuple[int, str]) -> int:
+    return entry[0]
+
+
 class Partition:
     """One partition's users, clock and wake-ups. Not thread-safe; one owner."""
 
@@ -172,7 +219,7 @@ class Partition:
         #: users with deadlines, expiries or rechecks, by when the next comes due
         self._timers = _WakeUps()
         #: ``(event time, user)`` of every waiting event (stale once released)
-        self._waiting: list[tuple[int, str]] = []
+        self._waiting = _Waiting()
 
     # -- state access ---------------------------------------------------------
 
@@ -218,9 +265,9 @@ class Partition:
     def next_deadline_ms(self) -> int | None:
         """The earliest event time at which :meth:`advance` has work, if any."""
         due = self._timers.earliest()
-        waiting = self._waiting
-        if waiting and (due is None or waiting[0][0] < due):
-            return waiting[0][0]
+        waiting = self._waiting.earliest()
+        if waiting is not None and (due is None or waiting < due):
+            return waiting
         return due
 
     def watermark(self, now_ms: int) -> int | None:
@@ -232,8 +279,7 @@ class Partition:
     def process(self, events: Iterable[Decoded], now_ms: int) -> Output:
         """Admit a batch of validated events (read order), then release what is due."""
         out = Output()
-        for decoded in events:
-            self._admit(decoded, now_ms, out)
+        self._admit(events, now_ms, out)
         out.extend(self.advance(now_ms))
         return out
 
@@ -247,11 +293,8 @@ class Partition:
         # Strictly before the watermark: an event stamped exactly at it may still be
         # read (it is no more than the lateness behind the latest event).
         settle_to = watermark - 1
-        waiting = self._waiting
         states = self.states
-        pop = heapq.heappop
-        while waiting and waiting[0][0] <= settle_to:
-            user_id = pop(waiting)[1]
+        for _, user_id in self._waiting.pop_until(settle_to):
             state = states.get(user_id) or self.state(user_id)
             if state.buffer:
                 self._release(UserTurn(user_id, state, now_ms, out), settle_to)
@@ -263,38 +306,56 @@ class Partition:
 
     # -- admission and release ----------------------------------------------------
 
-    def _admit(self, decoded: Decoded, now_ms: int, out: Output) -> None:
-        """Put one read event in its user's reorder buffer, or say why not."""
-        event = decoded.event
-        if event.ts > now_ms + self.engine.max_future_skew_ms:
-            ahead_s = (event.ts - now_ms) / 1000
-            reason = f"ts is {ahead_s:.0f} s ahead of the clock (at most {self._skew_s()} s)"
-            out.rejected.append(Rejection(decoded, "future_timestamp", reason))
-            return
-        user_id = event.user_id
-        state = self.states.get(user_id) or self.state(user_id)
-        source = decoded.source
-        if decoded.offset <= state.offsets.get(source, -1):
-            return  # a redelivery: already waiting, applied or rejected
-        state.offsets[source] = decoded.offset
-        out.dirty.add(user_id)
-        if event.ts <= state.processed_to_ms:
-            reason = (
-                f"ts {iso_ms(event.ts)} is not after {iso_ms(state.processed_to_ms)}, up to "
-                f"which this user's events were already applied (allowed lateness "
-                f"{self.engine.lateness_ms} ms)"
-            )
-            out.rejected.append(Rejection(decoded, "too_late", reason))
-            return
-        event_id = event.event_id
-        buffer = state.buffer
-        for waiting in buffer:
-            if waiting.event.event_id == event_id:
+    def _admit(self, events: Iterable[Decoded], now_ms: int, out: Output) -> None:
+        """Put each read event in its user's reorder buffer, or say why not."""
+        latest_ms = now_ms + self.engine.max_future_skew_ms
+        states = self.states
+        dirty = out.dirty
+        arrived = self._waiting.arrived
+        #: source -> the highest event time admitted from it in this batch
+        highest: dict[str, int] = {}
+        for decoded in events:
+            event = decoded.event
+            ts = event.ts
+            if ts > latest_ms:
+                out.rejected.append(self._too_far_ahead(decoded, now_ms))
+                continue
+            user_id = event.user_id
+            state = states.get(user_id) or self.state(user_id)
+            source, offset, offsets = decoded.source, decoded.offset, state.offsets
+            if offset <= offsets.get(source, -1):
+                continue  # a redelivery: already waiting, applied or rejected
+            offsets[source] = offset
+            dirty.add(user_id)
+            buffer = state.buffer
+            if ts <= state.processed_to_ms:
+                out.rejected.append(self._too_late(decoded, state))
+            elif buffer and _is_waiting(buffer, event.event_id):
                 out.duplicates += 1
-                return
-        buffer.append(decoded)
-        self.clock.observe(source, event.ts, now_ms)
-        heapq.heappush(self._waiting, (event.ts, user_id))
+            else:
+                buffer.append(decoded)
+                arrived.append((ts, user_id))
+                seen = highest.get(source)
+                if seen is None or seen < ts:
+                    highest[source] = ts
+        # One clock update per stream is the same as one per event: the batch was read at
+        # one wall-clock time, and only the highest event time counts.
+        for source, ts in highest.items():
+            self.clock.observe(source, ts, now_ms)
+
+    def _too_far_ahead(self, decoded: Decoded, now_ms: int) -> Rejection:
+        ahead_s = (decoded.event.ts - now_ms) / 1000
+        skew_s = self.engine.max_future_skew_ms // 1000
+        reason = f"ts is {ahead_s:.0f} s ahead of the clock (at most {skew_s} s)"
+        return Rejection(decoded, "future_timestamp", reason)
+
+    def _too_late(self, decoded: Decoded, state: UserState) -> Rejection:
+        reason = (
+            f"ts {iso_ms(decoded.event.ts)} is not after {iso_ms(state.processed_to_ms)}, up "
+            f"to which this user's events were already applied (allowed lateness "
+            f"{self.engine.lateness_ms} ms)"
+        )
+        return Rejection(decoded, "too_late", reason)
 
     def _release(self, turn: UserTurn, settle_to: int) -> None:
         """Apply the user's waiting events up to ``settle_to`` in event-time order, each
@@ -304,8 +365,9 @@ class Partition:
         if len(buffer) == 1:  # the common case, kept cheap
             if buffer[0].event.ts > settle_to:
                 return
-            ready = buffer
-            state.buffer = []
+            # Emptied in place: a new list per release would be one more young object for
+            # the garbage collector to scan.
+            ready = [buffer.pop()]
         else:
             ready = [d for d in buffer if d.event.ts <= settle_to]
             state.buffer = [d for d in buffer if d.event.ts > settle_to]
@@ -328,16 +390,28 @@ class Partition:
         out.dirty.add(user_id)
 
     def _apply(self, decoded: Decoded, turn: UserTurn) -> bool:
-        """One event's steps (True when it armed a deadline); a rule that raises leaves
-        no output for the event."""
-        out = turn.out
+        """One event's steps, in order (True when it armed a deadline): consent and time
+        zone, stops, features, starts, then the condition rules the event touched. A
+        rule that raises leaves no output for the event."""
+        out, state, event, source = turn.out, turn.state, decoded.event, decoded.source
         changes_before, triggers_before = len(out.changes), len(out.triggers)
-        event = decoded.event
-        state = turn.state
-        if event.ts > state.processed_to_ms:
-            state.processed_to_ms = event.ts
+        ts = event.ts
+        if ts > state.processed_to_ms:
+            state.processed_to_ms = ts
+        # Events are applied in event-time order, so the user's latest time is this
+        # event's, and every window ends at it.
+        if ts > state.latest_ts:
+            state.latest_ts = ts
+        t = state.latest_ts
         try:
-            return self._steps(event, decoded.source, turn)
+            if source == "accounts":
+                self._profile(event, turn)
+            stopped = self._deadlines.stop(event, source, turn)
+            touched = self._router.update(event, source, state)
+            armed = self._deadlines.start(event, source, state, t, stopped)
+            if touched:
+                self._tags.evaluate_all(touched, turn, t, [event.event_id])
+            return armed
         except Exception as exc:  # a rule bug must not stop the events behind it
             del out.changes[changes_before:]
             del out.triggers[triggers_before:]
@@ -345,27 +419,7 @@ class Partition:
             out.rejected.append(Rejection(decoded, "engine_error", reason))
             return False
 
-    def _skew_s(self) -> int:
-        return self.engine.max_future_skew_ms // 1000
-
     # -- the steps ----------------------------------------------------------------
-
-    def _steps(self, event: Event, source: str, turn: UserTurn) -> bool:
-        """One event's steps, in order; True when it armed a deadline."""
-        state = turn.state
-        # Events are applied in event-time order, so the user's latest time is this
-        # event's, and every window ends at it.
-        if event.ts > state.latest_ts:
-            state.latest_ts = event.ts
-        t = state.latest_ts
-        if source == "accounts":
-            self._profile(event, turn)
-        stopped = self._deadlines.stop(event, source, turn)
-        touched = self._router.update(event, source, state)
-        armed = self._deadlines.start(event, source, state, t, stopped)
-        if touched:
-            self._tags.evaluate_all(touched, turn, t, [event.event_id])
-        return armed
 
     def _profile(self, event: Event, turn: UserTurn) -> None:
         """An account event: the user's time zone and consent to personalisation."""
@@ -406,7 +460,7 @@ class Partition:
         """Wake the user when a waiting event or time-driven work comes due."""
         self._timers.set(user_id, self._time_due(state))
         for decoded in state.buffer:
-            heapq.heappush(self._waiting, (decoded.event.ts, user_id))
+            self._waiting.add(decoded.event.ts, user_id)
 
 
 def _idle_horizon_ms(rules: Iterable[Rule], features: Iterable[Any], lateness_ms: int) -> int:
@@ -423,6 +477,11 @@ def _idle_horizon_ms(rules: Iterable[Rule], features: Iterable[Any], lateness_ms
         if rule.absence is not None and not rule.absence.within.names:
             spans.append(int(rule.absence.within.run(Env({}, {}))))
     return max(spans) + lateness_ms
+
+
+def _is_waiting(buffer: list[Decoded], event_id: str) -> bool:
+    """Whether an event with ``event_id`` already waits in ``buffer`` (a producer retry)."""
+    return any(waiting.event.event_id == event_id for waiting in buffer)
 
 
 def _read_order(decoded: Decoded) -> tuple[int, str, str]:

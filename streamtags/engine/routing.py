@@ -4,12 +4,15 @@ Compiled once per engine. Per stream, features are grouped by identical
 ``where`` (each filter runs once per event however many features and rules
 share it), and the groups are indexed by the value of the stream's
 discriminating field (``orders.status``, ``browse.action``, ...): a page
-view tries no filter at all, a paid order only those that accept "paid".
+view tries no filter at all, a paid order only those that accept "paid", and
+only the part of each filter that the value does not already settle. The
+rules a feature update touches travel as a bit mask over rule positions.
+:class:`RuleIndex` does the same for the steps of absence rules (deadlines).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -20,7 +23,7 @@ from streamtags.rulebook.features import Feature
 from streamtags.rulebook.fields import Filter, compile_filter
 from streamtags.rulebook.loader import Rule
 
-__all__ = ["DISPATCH_FIELDS", "FeatureRouter"]
+__all__ = ["DISPATCH_FIELDS", "FeatureRouter", "RuleIndex", "settled_values"]
 
 #: The field whose value decides which ``where`` filters can match, per stream.
 DISPATCH_FIELDS = {
@@ -30,7 +33,67 @@ DISPATCH_FIELDS = {
     "accounts": "action",
 }
 
-_Group = tuple[Filter, list[Feature]]
+
+def settled_values(stream: str, where: Any) -> list[str] | None:
+    """The values of ``stream``'s dispatch field that settle its condition in ``where``
+    (each passes it, no other does), or None when the condition is not that simple."""
+    field = DISPATCH_FIELDS.get(stream)
+    if field is None or not isinstance(where, Mapping) or field not in where:
+        return None
+    condition = where[field]
+    if isinstance(condition, str):
+        return [condition]
+    if isinstance(condition, list):
+        return [str(v) for v in condition]
+    if isinstance(condition, Mapping) and len(condition) == 1:
+        if "in" in condition:
+            return [str(v) for v in condition["in"]]
+        if "eq" in condition:
+            return [str(condition["eq"])]
+    return None
+
+
+class RuleIndex:
+    """The rules whose step may match an event of one stream, in ruleset order, by the
+    value of the stream's dispatch field: the others need not run their filters."""
+
+    __slots__ = ("by_value", "field", "others")
+
+    def __init__(self, stream: str, steps: Sequence[tuple[Rule, Sequence[Any]]]) -> None:
+        """``steps``: each rule with the ``where`` specs of its steps on ``stream``."""
+        self.field = DISPATCH_FIELDS.get(stream)
+        accepted: list[tuple[Rule, set[str] | None]] = []
+        for rule, wheres in steps:
+            settled = [settled_values(stream, where) for where in wheres]
+            values = None if None in settled else {v for vs in settled if vs for v in vs}
+            accepted.append((rule, values))
+        every = {value for _, values in accepted if values is not None for value in values}
+        #: dispatch value -> the rules that may match it
+        self.by_value = {
+            value: tuple(rule for rule, values in accepted if values is None or value in values)
+            for value in sorted(every)
+        }
+        #: the rules that may match any other value
+        self.others = tuple(rule for rule, values in accepted if values is None)
+
+    def rules_for(self, event: Event) -> tuple[Rule, ...]:
+        """The rules whose step may match ``event``."""
+        if self.field is None:
+            return self.others
+        return self.by_value.get(getattr(event, self.field), self.others)
+
+
+class _Group:
+    """Features sharing one ``where``, the filter still to run on an event the dispatch
+    sent here (None: the dispatch value alone decides), and the rules reading them."""
+
+    __slots__ = ("features", "rules", "where")
+
+    def __init__(self, where: Filter | None, features: list[Feature], rules: int) -> None:
+        self.where = where
+        self.features = tuple(features)
+        #: the rules reading these features, as a bit mask over rule positions
+        self.rules = rules
 
 
 class _Dispatch:
@@ -38,34 +101,26 @@ class _Dispatch:
 
     __slots__ = ("always", "by_value", "field")
 
-    def __init__(self, stream: str, groups: list[tuple[bytes, Filter, list[Feature]]]) -> None:
+    def __init__(self, stream: str, groups: list[tuple[Any, list[Feature], int]]) -> None:
         self.field = DISPATCH_FIELDS.get(stream)
-        self.always: list[_Group] = []
+        always: list[_Group] = []
         specific: dict[str, list[_Group]] = {}
-        for spec, where, features in groups:
-            values = self._values(orjson.loads(spec))
+        for where, features, rules in groups:
+            values = settled_values(stream, where)
             if values is None:
-                self.always.append((where, features))
-            else:
-                for value in values:
-                    specific.setdefault(value, []).append((where, features))
-        self.by_value = {value: [*groups, *self.always] for value, groups in specific.items()}
+                always.append(_Group(compile_filter([stream], where), features, rules))
+                continue
+            # The dispatch already checked the field; only the rest of the filter runs.
+            assert self.field is not None
+            rest = {name: spec for name, spec in where.items() if name != self.field}
+            residual = compile_filter([stream], rest) if rest else None
+            group = _Group(residual, features, rules)
+            for value in dict.fromkeys(values):
+                specific.setdefault(value, []).append(group)
+        self.always = tuple(always)
+        self.by_value = {value: (*groups, *self.always) for value, groups in specific.items()}
 
-    def _values(self, where: Any) -> list[str] | None:
-        """The field values a ``where`` accepts, or None when it does not pin them."""
-        if self.field is None or not isinstance(where, dict) or self.field not in where:
-            return None
-        condition = where[self.field]
-        if isinstance(condition, str):
-            return [condition]
-        if isinstance(condition, list):
-            return [str(v) for v in condition]
-        if isinstance(condition, dict) and set(condition) <= {"eq", "in"}:
-            values = condition.get("in", []) + ([condition["eq"]] if "eq" in condition else [])
-            return [str(v) for v in values]
-        return None
-
-    def groups_for(self, event: Event) -> list[_Group]:
+    def groups_for(self, event: Event) -> tuple[_Group, ...]:
         """The groups whose filter may accept ``event``."""
         if self.field is None:
             return self.always
@@ -75,16 +130,16 @@ class _Dispatch:
 class FeatureRouter:
     """Feeds events to the features that take them; shared by an engine's partitions."""
 
-    __slots__ = ("features", "filters_by_stream", "rule_names_of_feature")
+    __slots__ = ("dispatch_by_stream", "features")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         features: dict[str, Feature] = {}
-        rule_names: dict[str, list[str]] = {}
+        readers: dict[str, int] = {}
         retain: dict[str, int] = {}
-        for rule in rules:
+        for position, rule in enumerate(rules):
             for feature in rule.features.values():
                 features.setdefault(feature.key, feature)
-                rule_names.setdefault(feature.key, []).append(rule.name)
+                readers[feature.key] = readers.get(feature.key, 0) | 1 << position
                 retain[feature.key] = max(retain.get(feature.key, 0), feature.window_ms)
         # Rules may share a feature with different windows: keep data for the longest.
         for rule in rules:
@@ -92,40 +147,44 @@ class FeatureRouter:
                 feature.retain_ms = retain[feature.key]
         #: feature key -> feature (also the packers of a user's stored state)
         self.features = features
-        #: feature key -> the rules that read it
-        self.rule_names_of_feature = {key: tuple(names) for key, names in rule_names.items()}
-        groups: dict[str, dict[bytes, tuple[Filter, list[Feature]]]] = {}
+        groups: dict[str, dict[bytes, tuple[Any, list[Feature], int]]] = {}
         for feature in features.values():
             spec = orjson.dumps(feature.where_spec, option=orjson.OPT_SORT_KEYS)
             for stream in feature.streams:
                 by_spec = groups.setdefault(stream, {})
-                if spec not in by_spec:
-                    by_spec[spec] = (compile_filter([stream], feature.where_spec), [])
-                by_spec[spec][1].append(feature)
-        self.filters_by_stream = {
-            stream: _Dispatch(stream, [(spec, *group) for spec, group in by_spec.items()])
-            for stream, by_spec in groups.items()
+                where, members, mask = by_spec.get(spec, (feature.where_spec, [], 0))
+                by_spec[spec] = (where, [*members, feature], mask | readers[feature.key])
+        #: stream -> its features' filter groups, by the value of the dispatch field
+        self.dispatch_by_stream = {
+            stream: _Dispatch(stream, list(by_spec.values())) for stream, by_spec in groups.items()
         }
 
-    def update(self, event: Event, source: str, state: UserState) -> set[str]:
-        """Fold ``event`` into the features that take it; the names of rules reading them."""
-        touched: set[str] = set()
-        dispatch = self.filters_by_stream.get(source)
+    def update(self, event: Event, source: str, state: UserState) -> int:
+        """Fold ``event`` into the features that take it; the rules reading them, as a bit
+        mask over rule positions (bit ``i`` is the ruleset's ``i``-th rule)."""
+        dispatch = self.dispatch_by_stream.get(source)
         if dispatch is None:
-            return touched
+            return 0
+        # groups_for, without a call: this runs for every event.
+        field, always = dispatch.field, dispatch.always
+        groups = always if field is None else dispatch.by_value.get(getattr(event, field), always)
+        if not groups:
+            return 0
+        touched = 0
         features = state.features
         tz = state.tz
-        rule_names_of_feature = self.rule_names_of_feature
-        for where, group in dispatch.groups_for(event):
-            if not where(event, tz):
+        for group in groups:
+            where = group.where
+            if where is not None and not where(event, tz):
                 continue
-            for feature in group:
+            for feature in group.features:
                 # No pruning here: values only count what is inside their window, raw
                 # data is capped, and every state is pruned when it is written (dump).
-                data = feature.update(features.get(feature.key), event, tz)
+                key = feature.key
+                data = feature.update(features.get(key), event, tz)
                 if data is not None:
-                    features[feature.key] = data
-                touched.update(rule_names_of_feature[feature.key])
+                    features[key] = data
+            touched |= group.rules
         return touched
 
     def prune(self, state: UserState, horizon_ms: int) -> None:

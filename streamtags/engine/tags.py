@@ -15,8 +15,8 @@ is evaluated at (the user's latest event time, or a deadline).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import cast
 
 from streamtags.contracts.events import Event
 from streamtags.contracts.records import Severity, TagAction, iso_ms
@@ -31,53 +31,42 @@ __all__ = ["TTL_PASSED", "TagBook", "rule_env"]
 TTL_PASSED = "the tag's time to live passed"
 
 
-class _Values(dict[str, float]):
-    """Feature values computed on first use, so ``a and b`` skips ``b`` when ``a`` fails."""
-
-    __slots__ = ("data", "rule", "t")
-
-    def __init__(self, rule: Rule, data: dict[str, Any], t: int) -> None:
-        super().__init__(rule.params)
-        self.rule = rule
-        self.data = data
-        self.t = t
-
-    def __missing__(self, name: str) -> float:
-        feature = self.rule.features[name]
-        value = feature.value(self.data.get(feature.key), self.t)
-        self[name] = value
-        return value
-
-
 def rule_env(rule: Rule, state: UserState, t: int) -> Env:
     """What ``rule``'s expressions see for this user at event time ``t`` (epoch ms)."""
-    return Env(_Values(rule, state.features, t), state.tags)
+    return Env(rule.params, state.tags, state.features, t)
 
 
 class TagBook:
     """Rule evaluation and tag changes; shared by every partition of an engine."""
 
-    __slots__ = ("by_name", "by_tag", "marketing", "order")
+    __slots__ = ("by_name", "by_tag", "conditions_of", "marketing", "rules")
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.by_name = {rule.name: rule for rule in rules}
         #: tag -> the rule that owns it (for expiries and rechecks)
         self.by_tag = {rule.tag: rule for rule in rules}
-        #: rule name -> position in the ruleset: rules are evaluated in file order
-        self.order = {rule.name: i for i, rule in enumerate(rules)}
+        self.rules = tuple(rules)
+        #: a bit mask over rule positions -> its condition rules, in ruleset order
+        #: (filled on first use: only the combinations events touch are kept)
+        self.conditions_of: dict[int, tuple[Rule, ...]] = {}
         self.marketing = tuple(rule for rule in rules if rule.category == "marketing")
 
     # -- per event ------------------------------------------------------------------
 
-    def evaluate_all(
-        self, names: Collection[str], turn: UserTurn, t: int, event_ids: list[str]
-    ) -> None:
-        """Evaluate the condition rules named (those whose features took the event)."""
-        ordered = sorted(names, key=self.order.__getitem__) if len(names) > 1 else names
-        for name in ordered:
-            rule = self.by_name[name]
-            if rule.condition is not None:
-                self.evaluate(rule, turn, t, event_ids)
+    def evaluate_all(self, touched: int, turn: UserTurn, t: int, event_ids: list[str]) -> None:
+        """Evaluate the condition rules in ``touched`` (those whose features took the event;
+        a bit mask over rule positions), in ruleset order."""
+        rules = self.conditions_of.get(touched)
+        if rules is None:
+            rules = tuple(
+                rule
+                for position, rule in enumerate(self.rules)
+                if touched >> position & 1 and rule.condition is not None
+            )
+            self.conditions_of[touched] = rules
+        evaluate = self.evaluate
+        for rule in rules:
+            evaluate(rule, turn, t, event_ids)
 
     def evaluate(self, rule: Rule, turn: UserTurn, t: int, event_ids: list[str]) -> None:
         """Evaluate a condition rule at ``t``; apply, renew or clear its tag."""
@@ -93,7 +82,7 @@ class TagBook:
             and not marketing_off
         ):
             return  # live, sticky and not due for renewal: nothing can change
-        env = rule_env(rule, state, t)
+        env = Env(rule.params, state.tags, state.features, t)  # rule_env, without a call
         holds = bool(rule.condition.run(env)) and not marketing_off
         if live is not None and live.expires_at_ms <= t:
             self.clear(rule, turn, live.expires_at_ms, TTL_PASSED)
@@ -219,9 +208,10 @@ class TagBook:
         if env is not None:
             features = turn.state.features
             for name, feature in rule.features.items():
-                value = env.values[name]
+                data = features.get(feature.key)
+                value = feature.value(data, t)
                 figures[name] = value / 1000 if feature.value_type == "duration" else value
-                values = feature.shown(features.get(feature.key), t)
+                values = feature.shown(data, t)
                 if values:
                     shown[name] = values
         text = reason or rule.name

@@ -24,13 +24,15 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 from streamtags.errors import ExpressionError
 
 __all__ = [
     "Compiled",
     "Env",
+    "Evaluator",
+    "FeatureRead",
     "ValueType",
     "compile_expression",
     "parse_duration_ms",
@@ -41,16 +43,28 @@ Value = float | bool
 
 
 class Env:
-    """What an expression can see while it runs: feature values and live tags."""
+    """What an expression can see while it runs: values by name, live tags, and (for
+    names compiled as feature reads) one user's feature data at event time ``t``
+    (epoch ms, UTC)."""
 
-    __slots__ = ("tags", "values")
+    __slots__ = ("features", "t", "tags", "values")
 
-    def __init__(self, values: Mapping[str, float], tags: Mapping[str, object]) -> None:
+    def __init__(
+        self,
+        values: Mapping[str, float],
+        tags: Mapping[str, object],
+        features: Mapping[str, Any] | None = None,
+        t: int = 0,
+    ) -> None:
         self.values = values
         self.tags = tags
+        #: feature key -> the user's data, for names compiled as feature reads
+        self.features: Mapping[str, Any] = features if features is not None else {}
+        self.t = t
 
 
 Evaluator = Callable[[Env], Value]
+"""A compiled expression (or part of one): reads what it needs from an :class:`Env`."""
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -121,16 +135,49 @@ _ARITH: dict[str, Callable[[float, float], float]] = {
 }
 
 
-def _either(first: Evaluator, second: Evaluator) -> Evaluator:
-    return lambda env: bool(first(env) or second(env))
+def _any(parts: list[Evaluator]) -> Evaluator:
+    """``a or b or ...`` in one call, left to right, stopping at the first true part."""
+    if len(parts) == 2:
+        first, second = parts
+        return lambda env: bool(first(env) or second(env))
+    steps = tuple(parts)
+
+    def run(env: Env) -> bool:
+        for step in steps:  # noqa: SIM110 - any() over a generator is slower, and this is hot
+            if step(env):
+                return True
+        return False
+
+    return run
 
 
-def _both(first: Evaluator, second: Evaluator) -> Evaluator:
-    return lambda env: bool(first(env) and second(env))
+def _all(parts: list[Evaluator]) -> Evaluator:
+    """``a and b and ...`` in one call, left to right, stopping at the first false part."""
+    if len(parts) == 2:
+        first, second = parts
+        return lambda env: bool(first(env) and second(env))
+    steps = tuple(parts)
+
+    def run(env: Env) -> bool:
+        for step in steps:  # noqa: SIM110 - all() over a generator is slower, and this is hot
+            if not step(env):
+                return False
+        return True
+
+    return run
 
 
 def _arith(fn: Callable[[float, float], float], a: Evaluator, b: Evaluator) -> Evaluator:
     return lambda env: fn(a(env), b(env))
+
+
+class FeatureRead(NamedTuple):
+    """How a compiled expression reads a feature: its key in :attr:`Env.features` and
+    its value function ``(data, t) -> value`` (data None when the user has none yet;
+    ``t`` event time, epoch ms)."""
+
+    key: str
+    value: Callable[[Any, int], float]
 
 
 @dataclass(slots=True)
@@ -139,13 +186,17 @@ class _Node:
     run: Evaluator
     constant: float | None = None  # set for literals, so comparisons can inline them
     name: str | None = None  # set for plain names, so comparisons can read them directly
+    read: FeatureRead | None = None  # set for features, so comparisons can read them directly
 
 
 class _Parser:
-    def __init__(self, source: str, names: Mapping[str, ValueType], scale: float) -> None:
+    def __init__(
+        self, source: str, names: Mapping[str, ValueType], scale: float, bound: _Bound
+    ) -> None:
         self.source = source
         self.names = names
         self.scale = scale
+        self.bound = bound
         self.tokens = self._tokenize(source)
         self.pos = 0
         self.used: set[str] = set()
@@ -194,24 +245,29 @@ class _Parser:
             )
 
     def parse_or(self) -> _Node:
-        node = self.parse_and()
-        while self.at("or"):
-            self.take()
-            right = self.parse_and()
-            self._boolean(node, "or")
-            self._boolean(right, "or")
-            node = _Node("bool", _either(node.run, right.run))
-        return node
+        return self._chain("or", self.parse_and, _any)
 
     def parse_and(self) -> _Node:
-        node = self.parse_not()
-        while self.at("and"):
+        return self._chain("and", self.parse_not, _all)
+
+    def _chain(
+        self,
+        word: str,
+        parse_part: Callable[[], _Node],
+        combine: Callable[[list[Evaluator]], Evaluator],
+    ) -> _Node:
+        """``part word part word ...``: every part is checked, and combined in one call."""
+        parts = [parse_part()]
+        while self.at(word):
             self.take()
-            right = self.parse_not()
-            self._boolean(node, "and")
-            self._boolean(right, "and")
-            node = _Node("bool", _both(node.run, right.run))
-        return node
+            right = parse_part()
+            if len(parts) == 1:
+                self._boolean(parts[0], word)
+            self._boolean(right, word)
+            parts.append(right)
+        if len(parts) == 1:
+            return parts[0]
+        return _Node("bool", combine([part.run for part in parts]))
 
     def parse_not(self) -> _Node:
         if self.at("not"):
@@ -235,6 +291,12 @@ class _Parser:
                 )
             compare = _COMPARE[token[1]]
             a, b = left.run, right.run
+            if left.read is not None and right.constant is not None:
+                # ``feature >= 3`` in one call: the value read and compared in place.
+                (key, value), limit = left.read, right.constant
+                return _Node(
+                    "bool", lambda env: compare(value(env.features.get(key), env.t), limit)
+                )
             if left.name is not None and right.constant is not None:
                 # The common shape, ``feature >= 3``, without the two inner calls.
                 name, constant = left.name, right.constant
@@ -311,9 +373,19 @@ class _Parser:
                 known = ", ".join(sorted(self.names)) or "none"
                 raise ExpressionError(f"unknown name {text!r} in {self.source!r} (known: {known})")
             self.used.add(text)
-            name = text
-            return _Node(self.names[text], lambda env: env.values[name], name=name)
+            return self.parse_name(text)
         raise ExpressionError(f"unexpected {text!r} in {self.source!r}")
+
+    def parse_name(self, name: str) -> _Node:
+        kind = self.names[name]
+        constant = self.bound.constants.get(name)
+        if constant is not None:
+            return _Node(kind, lambda env: constant, constant=constant)
+        read = self.bound.features.get(name)
+        if read is not None:
+            key, value = read
+            return _Node(kind, lambda env: value(env.features.get(key), env.t), read=read)
+        return _Node(kind, lambda env: env.values[name], name=name)
 
     def parse_call(self, function: str) -> _Node:
         self.take("(")
@@ -339,16 +411,28 @@ class _Parser:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    constants: Mapping[str, float]
+    features: Mapping[str, FeatureRead]
+
+
 def compile_expression(
     source: str | int | float | bool,
     *,
     names: Mapping[str, ValueType],
     expect: ValueType | None = None,
     scale: float = 1.0,
+    constants: Mapping[str, float] | None = None,
+    features: Mapping[str, FeatureRead] | None = None,
 ) -> Compiled:
-    """Parse, type-check and compile ``source``; durations are scaled by ``scale``."""
+    """Parse, type-check and compile ``source``; durations are scaled by ``scale``.
+
+    Names in ``constants`` (a rule's parameters) are inlined; names in ``features``
+    are read from :attr:`Env.features` at :attr:`Env.t`, once per use; other names
+    are looked up in :attr:`Env.values`."""
     text = str(source).lower() if isinstance(source, bool) else str(source)
-    parser = _Parser(text, names, scale)
+    parser = _Parser(text, names, scale, _Bound(constants or {}, features or {}))
     node = parser.parse()
     if expect is not None and node.type != expect:
         raise ExpressionError(f"{text!r} is a {node.type}, but a {expect} is needed here")

@@ -103,7 +103,9 @@ class Feature:
 
 
 class _RawWindow(Feature):
-    """Entries ``[ts, value]`` sorted by time, at most ``cap`` of them."""
+    """Entries ``(ts, value)`` sorted by time, at most ``cap`` of them. Tuples, not
+    lists: the garbage collector stops tracking a tuple of plain values, and a user's
+    windows hold many of them for a long time."""
 
     def __init__(self, *, agg: str, reader: Reader | None, cap: int, **common: Any) -> None:
         super().__init__(**common)
@@ -112,11 +114,11 @@ class _RawWindow(Feature):
         self.cap = cap
 
     def update(self, data: Any, event: Event, tz: str | None) -> Any:
-        entries: list[list[Any]] = data if data is not None else []
+        entries: list[tuple[Any, ...]] = data if data is not None else []
         value = self.reader(event, tz) if self.reader is not None else 1
         if value is None:
             return data
-        entry = [event.ts, value]
+        entry = (event.ts, value)
         if not entries or entries[-1][0] <= event.ts:
             entries.append(entry)
         else:
@@ -139,10 +141,15 @@ class _RawWindow(Feature):
             start = t_ms - self.window_ms
             if data[0][0] > start and data[-1][0] <= t_ms:
                 return float(len(data))
-            return float(sum(1 for ts, _ in data if start < ts <= t_ms))
+            count = 0
+            for ts, _ in data:  # a plain loop: faster than sum() over a generator
+                if start < ts <= t_ms:
+                    count += 1
+            return float(count)
         live = self._live(data, t_ms)
         if not live:
             return 0.0
+
         if agg == "sum":
             return float(sum(live))
         if agg == "avg":
@@ -151,6 +158,8 @@ class _RawWindow(Feature):
             return float(min(live))
         if agg == "max":
             return float(max(live))
+        if len(live) == 1:  # mode_count of one value, without building a Counter
+            return 1.0
         return float(max(Counter(live).values()))  # mode_count
 
     def prune(self, data: Any, t_ms: int) -> Any:
@@ -177,8 +186,8 @@ class _RawWindow(Feature):
 
     def unpack(self, packed: Any, base_ms: int) -> Any:
         if self.reader is None:
-            return [[base_ms - ago, 1] for ago in packed]
-        return [[base_ms - ago, v] for ago, v in packed]
+            return [(base_ms - ago, 1) for ago in packed]
+        return [(base_ms - ago, v) for ago, v in packed]
 
 
 class _Buckets(Feature):
@@ -209,14 +218,17 @@ class _Buckets(Feature):
             return 0.0
         low = (t_ms - self.window_ms) // self.bucket_ms
         high = t_ms // self.bucket_ms
+        # Lists, not generators: the same sums in the same order, faster.
         if data[0][0] > low and data[-1][0] <= high:
-            return float(sum(total for _, total in data))
-        return float(sum(total for index, total in data if low < index <= high))
+            return float(sum([total for _, total in data]))
+        return float(sum([total for index, total in data if low < index <= high]))
 
     def prune(self, data: Any, t_ms: int) -> Any:
         if not data:
             return None
         low = (t_ms - self.retain_ms) // self.bucket_ms
+        if data[0][0] > low:
+            return data  # sorted by index: nothing to drop, and no copy to make
         kept = [b for b in data if b[0] > low]
         return kept or None
 
@@ -258,7 +270,11 @@ class _Distinct(Feature):
         if not data:
             return 0.0
         start = t_ms - self.window_ms
-        return float(sum(1 for _, ts in data if start < ts <= t_ms))
+        count = 0
+        for _, ts in data:  # a plain loop: faster than sum() over a generator
+            if start < ts <= t_ms:
+                count += 1
+        return float(count)
 
     def shown(self, data: Any, t_ms: int) -> list[str] | None:
         start = t_ms - self.window_ms
@@ -268,6 +284,11 @@ class _Distinct(Feature):
         if not data:
             return None
         start = t_ms - self.retain_ms
+        for _, ts in data:
+            if ts <= start:
+                break
+        else:
+            return data  # nothing to drop, and no copy to make
         kept = [e for e in data if e[1] > start]
         return kept or None
 
@@ -297,7 +318,9 @@ class _Sequence(Feature):
         self.cap = cap
 
     def update(self, data: Any, event: Event, tz: str | None) -> Any:
-        pending, matches = data if data is not None else [None, []]
+        if data is None:
+            data = [None, []]
+        pending, matches = data
         if (
             self.then(event, tz)
             and pending is not None
@@ -310,19 +333,27 @@ class _Sequence(Feature):
             pending = None  # each first completes at most one sequence
         elif self.first(event, tz):
             pending = event.ts if pending is None else max(pending, event.ts)
-        return [pending, matches]
+        data[0] = pending  # in place: a new list per event is garbage-collector work
+        return data
 
     def value(self, data: Any, t_ms: int) -> float:
         if not data:
             return 0.0
         start = t_ms - self.window_ms
-        return float(sum(1 for ts in data[1] if start < ts <= t_ms))
+        count = 0
+        for ts in data[1]:  # a plain loop: faster than sum() over a generator
+            if start < ts <= t_ms:
+                count += 1
+        return float(count)
 
     def prune(self, data: Any, t_ms: int) -> Any:
         if not data:
             return None
         pending, matches = data
         start = t_ms - self.retain_ms
+        stale = pending is not None and t_ms - pending > self.within_ms
+        if not stale and (not matches or matches[0] > start):  # matches are sorted
+            return data if pending is not None or matches else None
         matches = [ts for ts in matches if ts > start]
         if pending is not None and t_ms - pending > self.within_ms:
             pending = None
@@ -356,7 +387,8 @@ class _Gap(Feature):
             return data  # late or repeated: the interval is not new information
         gap = event.ts - last
         weight = min(gaps + 1, 20)
-        return [event.ts, round(mean + (gap - mean) / weight), gaps + 1]
+        data[:] = [event.ts, round(mean + (gap - mean) / weight), gaps + 1]
+        return data
 
     def value(self, data: Any, t_ms: int) -> float:
         return float(data[1]) if data and data[2] else 0.0

@@ -12,15 +12,17 @@ worker with the file, line, rule name and reason (:class:`RuleError`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from streamtags.contracts.records import Category
 from streamtags.errors import ExpressionError, FeatureSpecError, RuleError
 from streamtags.rulebook.documents import LineDict, line_of, read_documents, validated
 from streamtags.rulebook.expressions import (
     Compiled,
+    FeatureRead,
     ValueType,
     compile_expression,
     parse_duration_ms,
@@ -48,6 +50,8 @@ class Matcher:
 
     streams: frozenset[str]
     where: Filter
+    #: the ``where`` mapping as written (None: every event of the streams)
+    where_spec: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +150,9 @@ def _compile_rule(document: LineDict, path: Path, scale: float) -> Rule:
         raise source.error(
             "a rule needs exactly one of 'when' (a condition) or 'absence' (a deadline)"
         )
-    condition = _condition(spec, source, names, bool(features))
-    absence = _absence(spec.absence, source, names) if spec.absence is not None else None
+    bound = _Names(names, params, features)
+    condition = _condition(spec, source, bound)
+    absence = _absence(spec.absence, source, bound) if spec.absence is not None else None
     tags_used = _tags_used(condition, absence)
     tag = spec.tag or spec.rule
     if tag in tags_used:
@@ -222,28 +227,44 @@ def _when_text(condition: Condition) -> str:
     return str(condition)
 
 
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """What a rule's expressions may name: each name's type, the parameters' values
+    (inlined) and the features (read from the user's data when evaluated)."""
+
+    types: dict[str, ValueType]
+    params: dict[str, float]
+    features: dict[str, Feature]
+
+
 def _expression(
     text: str | int | float,
     source: _Source,
-    names: dict[str, ValueType],
+    names: _Names,
     expect: ValueType,
     *loc: str,
 ) -> Compiled:
+    reads = {name: FeatureRead(f.key, f.value) for name, f in names.features.items()}
     try:
-        return compile_expression(text, names=names, expect=expect, scale=source.scale)
+        return compile_expression(
+            text,
+            names=names.types,
+            expect=expect,
+            scale=source.scale,
+            constants=names.params,
+            features=reads,
+        )
     except ExpressionError as exc:
         # The rule's own condition needs no label; the message quotes the expression.
         where = "" if loc == ("when",) else f"'{'.'.join(loc)}': "
         raise source.error(f"{where}{exc}", *loc) from None
 
 
-def _condition(
-    spec: RuleSpec, source: _Source, names: dict[str, ValueType], has_features: bool
-) -> Compiled | None:
+def _condition(spec: RuleSpec, source: _Source, names: _Names) -> Compiled | None:
     if spec.when is None:
         return None
     condition = _expression(_when_text(spec.when), source, names, "bool", "when")
-    if not has_features:
+    if not names.features:
         raise source.error("a 'when' rule needs at least one feature to watch events")
     return condition
 
@@ -255,7 +276,7 @@ def _streams(on: Streams) -> list[str]:
 def _matcher(step: StepSpec, source: _Source, what: str) -> Matcher:
     streams = _streams(step.on)
     try:
-        return Matcher(frozenset(streams), compile_filter(streams, step.where))
+        return Matcher(frozenset(streams), compile_filter(streams, step.where), step.where)
     except FeatureSpecError as exc:
         raise source.error(f"'absence.{what}': {exc}", "absence", what) from None
 
@@ -268,7 +289,7 @@ def _read_field(streams: Iterable[str], field: str, source: _Source, what: str) 
         raise source.error(f"'absence.{what}': {exc}", "absence") from None
 
 
-def _absence(spec: AbsenceSpec, source: _Source, names: dict[str, ValueType]) -> Absence:
+def _absence(spec: AbsenceSpec, source: _Source, names: _Names) -> Absence:
     start = _matcher(spec.start, source, "start")
     stop = _matcher(spec.stop, source, "stop")
     if spec.match is not None:
