@@ -220,8 +220,8 @@ class Contestant:
                     events_timed=int(consumed - start[2]),
                     drain_s=drain_s,
                     cpu_s=cpu_s,
-                    tags=_labelled(port, "streamtags_tag_changes_total", "tag", "action"),
-                    rejected=_labelled(port, "streamtags_events_rejected_total", "topic", "kind"),
+                    tags=labelled(port, "streamtags_tag_changes_total", "tag", "action"),
+                    rejected=labelled(port, "streamtags_events_rejected_total", "topic", "kind"),
                 )
             time.sleep(POLL_S)
         raise SystemExit(f"{name}: not drained within {self.timeout_s:.0f} s; see {log}")
@@ -286,7 +286,7 @@ def events_seen(port: int) -> float:
     """Events the worker has consumed or dead-lettered, each once; 0 while its web server is
     not up. (``future_timestamp`` may come from either side; the backlogs here have none.)"""
     try:
-        rejected = _labelled(port, "streamtags_events_rejected_total", "topic", "kind")
+        rejected = labelled(port, "streamtags_events_rejected_total", "topic", "kind")
         consumed = metric_sum(port, "streamtags_events_consumed_total")
     except OSError:
         return 0.0
@@ -294,7 +294,7 @@ def events_seen(port: int) -> float:
     return consumed + sum(refused)
 
 
-def _labelled(port: int, metric: str, *labels: str) -> dict[str, float]:
+def labelled(port: int, metric: str, *labels: str) -> dict[str, float]:
     """``label/label`` -> value, for each sample of a counter on the worker's ``/metrics``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()

@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -53,6 +54,7 @@ from bench.compare import (  # noqa: E402
     delete_topics,
     events_seen,
     free_port,
+    labelled,
     machine,
     process_cpu_s,
     versions,
@@ -182,15 +184,38 @@ class Worker:
             raise SystemExit(f"the worker exited; see {self.log_path}")
         return events_seen(self.port)
 
+    def rejected(self) -> dict[str, float]:
+        """Events dead-lettered so far, by kind (``too_late`` among them)."""
+        by_kind: dict[str, float] = defaultdict(float)
+        found = labelled(self.port, "streamtags_events_rejected_total", "topic", "kind")
+        for key, count in found.items():
+            by_kind[key.rpartition("/")[2]] += count
+        return dict(by_kind)
+
     def wait_for(self, count: float, timeout_s: float) -> None:
-        """Until the worker has consumed ``count`` events."""
+        """Until the worker has read ``count`` events (consumed or dead-lettered)."""
         deadline = time.monotonic() + timeout_s
-        while self.consumed() < count:
+        while (seen := self.consumed()) < count:
             if time.monotonic() > deadline:
                 raise SystemExit(
-                    f"the worker did not reach {count:,.0f} events; see {self.log_path}"
+                    f"the worker read {seen:,.0f} events, not {count:,.0f}; see {self.log_path}"
                 )
             time.sleep(0.2)
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Until the worker owns every partition (``/health``) and is not rebalancing."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{self.port}/health"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    health = json.loads(response.read())
+                if len(health["partitions"]) == PARTITIONS and not health["rebalancing"]:
+                    return
+            except (OSError, KeyError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise SystemExit(f"the worker did not get its partitions; see {self.log_path}")
 
     def stop(self) -> None:
         """Terminate the worker (killed if it does not stop within a minute)."""
@@ -253,7 +278,7 @@ async def load_step(
     listener = asyncio.create_task(probe_landings(worker.prefix, stop, landed))
     await asyncio.sleep(0.5)  # subscribed before the first probe
     probes_out = Path(args.workdir) / f"probes-{seed}.json"
-    before = (time.perf_counter(), worker.consumed())
+    before = (time.perf_counter(), worker.consumed(), worker.rejected())
     offering = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "offer", "--topics", json.dumps(topics),
         "--rate", str(rate), "--seconds", str(args.seconds), "--users", str(args.users),
@@ -266,11 +291,18 @@ async def load_step(
     stop.set()
     await listener
     offered = json.loads(probes_out.read_text())
+    rejected = {
+        kind: count - before[2].get(kind, 0)
+        for kind, count in worker.rejected().items()
+        if count > before[2].get(kind, 0)
+    }
     latencies = sorted(
         landed[user] - sent_ms for user, sent_ms in offered["probes"].items() if user in landed
     )
     step: dict[str, Any] = {
+        "sent": offered["sent"] + 2 * len(offered["probes"]),
         "offered_events_per_s": round(offered["sent"] / args.seconds),
+        "dead_letters": rejected,
         "consumed_events_per_s": round((after[1] - before[1]) / (after[0] - before[0])),
         "probes": len(offered["probes"]),
         "landed": len(latencies),
@@ -315,14 +347,14 @@ def report(result: dict[str, Any], out: Path) -> None:
         print(f"\nlateness {sweep_['lateness_ms']} ms (every latency includes it)")
         print(
             f"{'load':>6}{'offered/s':>11}{'consumed/s':>12}{'probes':>8}{'landed':>8}"
-            f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+            f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}  dead letters"
         )
         for load, step in sweep_["loads"].items():
             print(
                 f"{load:>6}{step['offered_events_per_s']:>11,}"
                 f"{step['consumed_events_per_s']:>12,}{step['probes']:>8}{step['landed']:>8}"
                 f"{step.get('p50_ms', '-'):>9}{step.get('p99_ms', '-'):>9}"
-                f"{step.get('max_ms', '-'):>9}"
+                f"{step.get('max_ms', '-'):>9}  {step['dead_letters'] or '-'}"
             )
     lookup = result.get("lookup")
     if lookup:
@@ -346,8 +378,8 @@ def sweep(
         )
         args.done.append(step)
         loads[f"{load:.0%}"] = step
-        args.total += step["offered_events_per_s"] * args.seconds + 2 * step["probes"]
-        worker.wait_for(args.total * 0.99, timeout_s=300)
+        args.total += step["sent"]
+        worker.wait_for(args.total, timeout_s=300)
     return loads
 
 
@@ -374,7 +406,8 @@ def run(args: argparse.Namespace) -> None:
             if worker.lateness_ms != lateness_ms:  # the same group and state, restarted
                 worker.stop()
                 worker = Worker(run_id, topics, workdir, lateness_ms)
-                worker.wait_for(args.total, timeout_s=300)
+                worker.wait_ready(timeout_s=120)
+                args.total = 0.0  # its counters start afresh; everything before is committed
             args.settle_s = lateness_ms / 1000 + SETTLE_S
             loads = sweep(worker, topics, maximum, args)
             result["sweeps"].append({"lateness_ms": lateness_ms, "loads": loads})
