@@ -334,23 +334,16 @@ def _start_agent(app: faust.App, inputs: Any, intake: Intake) -> None:
     tagger = intake.tagger
     fetches = app.channel(maxsize=FETCHES_BUFFERED)
     app.topics.add(inputs)  # subscribed and acked through Faust; delivered by the drain
-    route = BatchRoute(set(inputs.topics), fetches)
-    install_drain(app, route)
-    tagger.caught_up = route.caught_up
+    install_drain(app, BatchRoute(set(inputs.topics), fetches))
 
     @app.agent(fetches, concurrency=1)
     async def tag_users(stream: Any) -> None:
-        route.queue = stream.channel.queue
         async for messages in stream.noack():
-            route.handling = True
-            try:
-                if messages and messages[0].generation_id == app.consumer_generation_id:
-                    await intake.handle(
-                        [_raw_message(m) for m in messages],
-                        acks=_acks_by_partition(app.consumer, messages),
-                    )
-            finally:
-                route.handling = False
+            if messages and messages[0].generation_id == app.consumer_generation_id:
+                await intake.handle(
+                    [_raw_message(m) for m in messages],
+                    acks=_acks_by_partition(app.consumer, messages),
+                )
             if tagger.flush_due():  # the next fetches are tagged while it writes
                 tagger.flush_in_background()
 

@@ -43,34 +43,17 @@ YIELD_EVERY = 100
 
 
 class BatchRoute:
-    """Where the batched topics' messages go: one list per fetch, into ``channel``.
-
-    It also knows whether the worker is **caught up**: no fetched message is
-    waiting to be delivered, queued on the channel or being handled. Only then
-    does the consumer's view of each partition's end say what the worker has
-    not read yet (a stream is idle only then: :mod:`streamtags.live.backlog`).
-    """
+    """Where the batched topics' messages go: one list per fetch, into ``channel``."""
 
     def __init__(self, topics: set[str], channel: Any) -> None:
         #: names of the topics whose messages are batched
         self.topics = frozenset(topics)
         #: the Faust channel the agent reads (one value per fetch: ``list[Message]``)
         self.channel = channel
-        #: a fetch is being taken or delivered (the drain sets it)
-        self.delivering = False
-        #: the agent is handling a fetch (the agent sets it)
-        self.handling = False
-        #: the queue the agent's stream reads from (the agent tells it when it starts)
-        self.queue: Any | None = None
 
     async def deliver(self, messages: list[Message]) -> None:
         """Put one fetch's messages on the channel (waits while it is full)."""
         await self.channel.send(value=messages)
-
-    def caught_up(self) -> bool:
-        """Whether every message fetched so far has been handled."""
-        queued = self.queue is not None and not self.queue.empty()
-        return not (self.delivering or self.handling or queued)
 
 
 class BatchingConsumer(AIOKafkaConsumer):
@@ -84,10 +67,7 @@ class BatchingConsumer(AIOKafkaConsumer):
         returns whether they were delivered."""
         assert self.route is not None
         route_delivery = self.route.deliver(messages)
-        try:
-            outcome = await self.wait_first(route_delivery, self.suspend_flow.wait())
-        finally:
-            self.route.delivering = False
+        outcome = await self.wait_first(route_delivery, self.suspend_flow.wait())
         return route_delivery in outcome.done
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - the worker's loop
@@ -97,7 +77,7 @@ class BatchingConsumer(AIOKafkaConsumer):
         if route is None:
             await super()._drain_messages(fetcher)
             return None
-        callback, getmany = self.callback, self.getmany
+        batched, callback, getmany = route.topics, self.callback, self.getmany
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
         try:
@@ -106,7 +86,7 @@ class BatchingConsumer(AIOKafkaConsumer):
                 ait = getmany(timeout=1.0)
                 await self.sleep(0)  # Faust's: getmany may not release the loop
                 if not self.should_stop:
-                    batch = await self._take_fetch(ait, route, callback)
+                    batch = await self._take_fetch(ait, batched, callback)
                     if batch:
                         await self.deliver(batch)
                 self.diag.unset_flag(CONSUMER_FETCHING)
@@ -130,14 +110,13 @@ class BatchingConsumer(AIOKafkaConsumer):
     async def _take_fetch(
         self,
         ait: AsyncIterator[tuple[TP, Message]],
-        route: BatchRoute,
+        batched: frozenset[str],
         callback: Callable[[Message], Any],
     ) -> list[Message]:
         """One fetch: Faust's per-message checks; batched topics' messages are tracked
         and returned, the others delivered one by one as Faust does."""
         read_offsets, commit_every = self._read_offset, self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
-        batched = route.topics
         batch: list[Message] = []
         since_yield = 0
         async for tp, message in ait:
@@ -155,7 +134,6 @@ class BatchingConsumer(AIOKafkaConsumer):
                 self._n_acked = 0
                 await self.commit()
             if message.topic in batched:
-                route.delivering = True
                 message.tracked = True
                 self.track_message(message)
                 batch.append(message)

@@ -168,8 +168,6 @@ class LiveTagger:
             topic_of_stream=self.topic_of_stream,
         )
         self.committed = CommittedOffsets()
-        #: whether every message fetched so far has been handled (the app's drain says)
-        self.caught_up: Callable[[], bool] = lambda: True
 
     def now_ms(self) -> int:
         """Wall clock, epoch ms."""
@@ -343,12 +341,8 @@ class LiveTagger:
         return ack_and_note
 
     def mark_idle_streams(self) -> None:
-        """Tell each partition's clock which streams have read everything there is, if
-        the worker is caught up (:attr:`caught_up`): with fetched messages still
-        waiting, the consumer's view of a partition's end is stale, and a stream that
-        read up to it is not idle (its time would run ahead of events not read yet)."""
-        if self.caught_up():
-            self.positions.mark_idle(self.clocks(), self.topic_of_stream)
+        """Tell each partition's clock which streams have read everything there is."""
+        self.positions.mark_idle(self.clocks(), self.topic_of_stream)
 
     async def tick(self) -> None:
         """Fire what is due in every partition (quiet users' deadlines, expiries)."""

@@ -73,17 +73,3 @@ async def test_a_rebalance_interrupts_a_delivery_blocked_on_a_full_channel(tmp_p
     consumer.stop_flow()
     assert await asyncio.wait_for(blocked, timeout=1) is False
     assert subscriber.queue.qsize() == 1  # only the first fetch
-
-
-async def test_the_route_is_caught_up_only_with_nothing_fetched_waiting(tmp_path: Path) -> None:
-    _, consumer, subscriber = routed_app(tmp_path)
-    route = consumer.route
-    route.queue = subscriber.queue  # what the agent tells it when it starts
-    assert route.caught_up()
-    assert await consumer.deliver([message(0)])
-    assert not route.caught_up(), "a fetch waits on the channel"
-    subscriber.queue.get_nowait()
-    route.handling = True
-    assert not route.caught_up(), "the agent is handling a fetch"
-    route.handling = False
-    assert route.caught_up()

@@ -243,25 +243,6 @@ async def test_a_flush_snapshots_between_batches_never_inside_one() -> None:
     assert [change["tag"] for change in world.tags.values()] == ["whale"]
 
 
-async def test_a_stream_is_idle_only_when_every_fetched_message_was_handled() -> None:
-    """With fetched messages still waiting, the consumer's view of a partition's end is
-    stale: a stream that read up to it is not idle, or its time would jump to the wall
-    clock ahead of events not read yet (which then came too late)."""
-    ends = {"orders": 1}  # the orders partition ends after offset 0; the others are empty
-    world = World(options={"partition_end": lambda number, stream: ends.get(stream, 0)})
-    await world.assign([0])
-    await world.feed([ev("orders", 0, -5_000, status="created")], "batch-1")  # read 5 s late
-    world.tagger.note_read([(0, "orders", 0)])  # what the intake tells it
-    now_ms = T0
-    part = world.tagger.partitions[0]
-    world.tagger.caught_up = lambda: False
-    await world.tagger.tick()
-    assert part.watermark(now_ms) == now_ms - 5_000 - LATENESS_MS  # its own time
-    world.tagger.caught_up = lambda: True
-    await world.tagger.tick()
-    assert part.watermark(now_ms) == now_ms - LATENESS_MS  # idle: the wall clock
-
-
 async def test_a_changelog_write_that_fails_keeps_its_events_unacked_until_a_retry_lands() -> None:
     world = World()
     await world.assign([0])
