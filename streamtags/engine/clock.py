@@ -27,6 +27,13 @@ so its time is the wall clock. Without this a rarely used topic (account
 changes) would keep every tag of a drained backlog waiting for the wall
 clock to reach that topic's last event. Reading an event makes it active
 again.
+
+A stream known to have unread events (**behind**: its partition holds more
+than its consumer has handled, a worker falling behind under load) follows
+neither the wall clock nor idleness: its time is the highest event time
+read. The wall clock stands in only for a stream that has nothing unread;
+one with a queue of unread events would otherwise run ahead of them, and
+they would come too late.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ class StreamClock:
 class PartitionClock:
     """Watermark of one partition, over all its input streams."""
 
-    __slots__ = ("held", "idle", "lateness_ms", "streams")
+    __slots__ = ("behind", "held", "idle", "lateness_ms", "streams")
 
     def __init__(self, *, lateness_ms: int) -> None:
         self.lateness_ms = lateness_ms
@@ -60,12 +67,18 @@ class PartitionClock:
         self.held: set[str] = set()
         #: streams whose consumer has read everything there is (see the module docstring)
         self.idle: set[str] = set()
+        #: streams known to have unread events (see the module docstring)
+        self.behind: set[str] = set()
 
     def mark_idle(self, stream: str) -> None:
         """``stream``'s consumer is at the end of its partition: its time is the wall
         clock's until it reads another event."""
         if stream not in self.held:
             self.idle.add(stream)
+
+    def set_behind(self, streams: Iterable[str]) -> None:
+        """The streams that have unread events now (all the others have none)."""
+        self.behind = set(streams)
 
     def hold(self, streams: Iterable[str], now_ms: int) -> None:
         """Stop ``streams`` following the wall clock until :meth:`release` (a restart or a
@@ -99,15 +112,15 @@ class PartitionClock:
     def watermark(self, now_ms: int) -> int | None:
         """Event time (ms) up to which everything is taken as seen; None before any event."""
         slowest: int | None = None
-        held = self.held
-        if held and any(stream not in self.streams for stream in held):
-            return None  # a stream with unread backlog and no time yet holds everything
+        waiting = self.held | self.behind if self.behind else self.held
+        if waiting and any(stream not in self.streams for stream in waiting):
+            return None  # a stream with unread events and no time yet holds everything
         idle = self.idle
         for stream, clock in self.streams.items():
             high, seen_at = clock.highest_event_ms, clock.seen_at_wall_ms
-            following_wall = stream not in held and now_ms > seen_at
+            following_wall = stream not in waiting and now_ms > seen_at
             time_ms = high + now_ms - seen_at if following_wall else high
-            if stream in idle:
+            if stream in idle and stream not in waiting:
                 time_ms = now_ms
             if time_ms > now_ms:
                 time_ms = now_ms

@@ -6,7 +6,9 @@ was there: :meth:`StreamPositions.expect` learns each backlog's end, and
 :meth:`StreamPositions.note_read` releases a stream once a message at or past
 it was read (valid or not). A stream whose consumer has read everything its
 partition holds is idle (:meth:`StreamPositions.mark_idle`), so a rarely used
-topic does not hold the others back at its last event's time.
+topic does not hold the others back at its last event's time; one whose
+partition holds more than was read is behind (:meth:`StreamPositions.mark_behind`),
+so its time does not run ahead of its unread events.
 """
 
 from __future__ import annotations
@@ -80,6 +82,20 @@ class StreamPositions:
         for clock in clocks.values():
             for stream in list(clock.held):
                 clock.release(stream, now_ms)
+
+    def mark_behind(self, clocks: Mapping[int, PartitionClock], streams: Iterable[str]) -> None:
+        """Tell each clock which of ``streams`` have unread events (their partition's
+        end, as the consumer last saw it, is past what was read)."""
+        if self.partition_end is None:
+            return
+        names = list(streams)
+        for number, clock in clocks.items():
+            behind = []
+            for stream in names:
+                end = self.partition_end(number, stream)
+                if end is not None and self.read_to.get((number, stream), -1) + 1 < end:
+                    behind.append(stream)
+            clock.set_behind(behind)
 
     def mark_idle(self, clocks: Mapping[int, PartitionClock], streams: Iterable[str]) -> None:
         """Tell each clock which of ``streams`` have read everything there is."""

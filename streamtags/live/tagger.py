@@ -285,8 +285,11 @@ class LiveTagger:
         self.positions.expect(self.clocks(), ends, self.now_ms())
 
     def note_read(self, messages: Iterable[tuple[int, str, int]]) -> None:
-        """Messages read (partition, stream, offset), valid or not."""
-        self.positions.note_read(self.clocks(), messages, self.now_ms())
+        """Messages read (partition, stream, offset), valid or not; then which streams
+        still have unread events (:mod:`streamtags.live.backlog`)."""
+        clocks = self.clocks()
+        self.positions.note_read(clocks, messages, self.now_ms())
+        self.positions.mark_behind(clocks, self.topic_of_stream)
 
     def release_all(self) -> None:
         """Stop waiting for backlogs (their ends could not be learnt): old behaviour."""
@@ -341,8 +344,11 @@ class LiveTagger:
         return ack_and_note
 
     def mark_idle_streams(self) -> None:
-        """Tell each partition's clock which streams have read everything there is."""
-        self.positions.mark_idle(self.clocks(), self.topic_of_stream)
+        """Tell each partition's clock which streams have read everything there is, and
+        which have unread events."""
+        clocks = self.clocks()
+        self.positions.mark_behind(clocks, self.topic_of_stream)
+        self.positions.mark_idle(clocks, self.topic_of_stream)
 
     async def tick(self) -> None:
         """Fire what is due in every partition (quiet users' deadlines, expiries)."""

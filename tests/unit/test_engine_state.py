@@ -109,3 +109,17 @@ def test_an_idle_stream_does_not_hold_the_partition_at_its_last_old_event() -> N
     assert clock.watermark(T0) == T0
     clock.observe("accounts", T0 - 1000, T0)  # reading again makes it count again
     assert clock.watermark(T0) == T0 - 1000
+
+
+def test_a_stream_behind_its_unread_events_keeps_its_highest_time() -> None:
+    """A worker falling behind: the orders partition holds events not read yet. Its
+    time must not follow the wall clock (or count as idle) past them, or they come
+    too late; once nothing is unread it follows the clock again."""
+    clock = PartitionClock(lateness_ms=0)
+    clock.observe("browse", T0 + 5_000, T0 + 5_000)
+    clock.observe("orders", T0, T0)  # read at T0; more orders wait unread since
+    clock.mark_idle("orders")  # an earlier, caught-up moment said so
+    clock.set_behind(["orders"])
+    assert clock.watermark(T0 + 5_000) == T0  # its own highest time, not the clock's
+    clock.set_behind([])
+    assert clock.watermark(T0 + 5_000) == T0 + 5_000

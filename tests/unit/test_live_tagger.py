@@ -243,6 +243,23 @@ async def test_a_flush_snapshots_between_batches_never_inside_one() -> None:
     assert [change["tag"] for change in world.tags.values()] == ["whale"]
 
 
+async def test_a_stream_with_unread_events_does_not_follow_the_wall_clock() -> None:
+    """Under load the consumer knows of orders not handled yet: the orders stream's time
+    stays at its highest read event instead of running ahead of them with the clock."""
+    ends = {"orders": 2}  # offsets 0 and 1; only 0 is read
+    world = World(options={"partition_end": lambda number, stream: ends.get(stream, 0)})
+    await world.assign([0])
+    await world.feed([ev("orders", 0, -5_000, status="created")], "batch-1")  # read 5 s late
+    world.tagger.note_read([(0, "orders", 0)])  # what the intake tells it
+    part = world.tagger.partitions[0]
+    world.clock.set_ms(T0 + 3_000)
+    await world.tagger.tick()
+    assert part.watermark(T0 + 3_000) == T0 - 5_000 - LATENESS_MS  # behind: its own time
+    ends["orders"] = 1  # nothing unread any more
+    await world.tagger.tick()
+    assert part.watermark(T0 + 3_000) == T0 + 3_000 - LATENESS_MS  # idle: the wall clock
+
+
 async def test_a_changelog_write_that_fails_keeps_its_events_unacked_until_a_retry_lands() -> None:
     world = World()
     await world.assign([0])
