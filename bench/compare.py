@@ -192,7 +192,7 @@ class Contestant:
             "STREAMTAGS_WEB_PORT": str(port),
             "STREAMTAGS_REDIS_KEY_PREFIX": f"{self.run}:{tag}:user:",
             "STREAMTAGS_REDIS_TRIGGER_PREFIX": f"{self.run}:{tag}:trigger:",
-            "STREAMTAGS_LOG_LEVEL": "warning",
+            "STREAMTAGS_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "warning"),
             **{f"STREAMTAGS_TOPIC_{s.upper()}": t for s, t in self.topics.items()},
         }
         for output in ("tags", "risk_tags", "coupon_triggers", "dead_letter"):

@@ -344,6 +344,10 @@ def _start_agent(app: faust.App, inputs: Any, intake: Intake) -> None:
                     [_raw_message(m) for m in messages],
                     acks=_acks_by_partition(app.consumer, messages),
                 )
+            # Handled (its acks hold what they need) or from an old generation (read
+            # again by the partition's owner): the stream keeps this list as its current
+            # event, and a revoke waits until every message in it is acked or gone.
+            messages.clear()
             if tagger.flush_due():  # the next fetches are tagged while it writes
                 tagger.flush_in_background()
 

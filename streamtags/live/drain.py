@@ -5,7 +5,7 @@ hands every message to the topic conductor with
 ``await self.wait_first(callback(message), self.suspend_flow.wait())``,
 which creates tasks and futures per message, and the agent's stream then
 takes each event in turn: scheduling per event, not work. It cost a no-op
-agent about 70 µs of CPU per event (``docs/decisions/0006-batched-drain.md``).
+agent about 70 µs of CPU per event (``docs/decisions/0007-live-path.md``).
 
 :class:`BatchingConsumer` keeps Faust's loop as it is (``getmany``, read
 offsets, gaps, the commit cadence, the pause between fetches) and changes one
@@ -17,8 +17,11 @@ exactly as it interrupts Faust's per-message one; the batch is then dropped,
 its messages stay unacked, and they are read again from the committed offset.
 Messages of every other topic (table changelogs) take Faust's own path.
 
-The agent acks each message (:meth:`BatchingConsumer.ack`, Faust's public
-``Consumer.ack``) once the flush covering it is on the broker. Installed on
+The agent acks each message (Faust's public ``Consumer.ack``) once the
+flush covering it is on the broker, and empties each delivered list once
+handled: on a revoke Faust waits until every tracked message is acked or
+gone (``Consumer.wait_empty``), and a list still referenced somewhere (the
+stream's current event) would hold that wait, and the rebalance, forever. Installed on
 an app by :func:`install`; ``tests/unit/test_drain.py`` checks the loop it
 replaces is still the one copied here, and that a rebalance interrupts a
 blocked delivery.
@@ -68,7 +71,13 @@ class BatchingConsumer(AIOKafkaConsumer):
         assert self.route is not None
         route_delivery = self.route.deliver(messages)
         outcome = await self.wait_first(route_delivery, self.suspend_flow.wait())
-        return route_delivery in outcome.done
+        if route_delivery in outcome.done:
+            return True
+        # Emptied, not just dropped: during a revoke Faust waits until every tracked
+        # message is acked or gone, and this list may still be referenced (a frame, the
+        # cancelled send); its messages are read again from the committed offset.
+        messages.clear()
+        return False
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - the worker's loop
         # Faust's loop (see the module docstring and test_drain.py), with the batched

@@ -90,9 +90,10 @@ class TableStore:
         store = self._store
         db = rocks_partition_db(store, partition)
         if db is not None:
+            # Faust's key -> partition index is a lookup cache for reads through the
+            # table, which streamtags never makes; a key missing from it is searched.
             for key, value in records:
                 db.put(key, value)
-                remember_key_partition(store, key, partition)
         else:
             memory_data(store).update(records)
         producer = kafka_producer(self.table.app)

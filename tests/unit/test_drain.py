@@ -73,3 +73,16 @@ async def test_a_rebalance_interrupts_a_delivery_blocked_on_a_full_channel(tmp_p
     consumer.stop_flow()
     assert await asyncio.wait_for(blocked, timeout=1) is False
     assert subscriber.queue.qsize() == 1  # only the first fetch
+
+
+async def test_an_interrupted_delivery_lets_go_of_its_messages(tmp_path: Path) -> None:
+    """Faust's revoke waits until every tracked message is acked or gone: a list that
+    was not delivered is emptied, so nothing keeps its messages alive."""
+    _, consumer, _ = routed_app(tmp_path)
+    assert await consumer.deliver([message(0)])  # the channel is now full
+    batch = [message(1), message(2)]
+    blocked = asyncio.ensure_future(consumer.deliver(batch))
+    await asyncio.sleep(0.05)
+    consumer.stop_flow()
+    assert await asyncio.wait_for(blocked, timeout=1) is False
+    assert batch == []
