@@ -193,6 +193,8 @@ class Contestant:
             "STREAMTAGS_REDIS_KEY_PREFIX": f"{self.run}:{tag}:user:",
             "STREAMTAGS_REDIS_TRIGGER_PREFIX": f"{self.run}:{tag}:trigger:",
             "STREAMTAGS_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "warning"),
+            # a worker setting under test (README "Benchmarks"), e.g. STANDBY_REPLICAS=0
+            **_worker_overrides(os.environ.get("BENCH_WORKER_SETTINGS", "")),
             **{f"STREAMTAGS_TOPIC_{s.upper()}": t for s, t in self.topics.items()},
         }
         for output in ("tags", "risk_tags", "coupon_triggers", "dead_letter"):
@@ -251,6 +253,12 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
+
+
+def _worker_overrides(spec: str) -> dict[str, str]:
+    """``NAME=value,NAME=value`` -> ``{"STREAMTAGS_NAME": "value"}``."""
+    pairs = (item.split("=", 1) for item in spec.split(",") if "=" in item)
+    return {f"STREAMTAGS_{name.strip().upper()}": value.strip() for name, value in pairs}
 
 
 def free_port() -> int:

@@ -252,6 +252,10 @@ class Settings:
     commit_interval_s: float = 1.0
     #: How long the group waits for a silent worker before its partitions move (kill -9).
     session_timeout_s: float = 30.0
+    #: Workers that keep a warm copy of each partition's state besides its owner (Faust's
+    #: standby replicas): a failover then reads less changelog, and every worker reads
+    #: the others' changelogs all the time (bench/scale.py measures what that costs).
+    standby_replicas: int = 1
     tick_interval_s: float = 0.5
     redis_timeout_ms: int = 100
     redis_key_prefix: str = "streamtags:user:"
@@ -315,6 +319,10 @@ class Settings:
             raise SettingsError(f"{PREFIX}STORE must be memory:// or rocksdb://, got {self.store}")
         if self.time_scale <= 0:
             raise SettingsError(f"{PREFIX}TIME_SCALE must be positive, got {self.time_scale}")
+        if self.standby_replicas < 0:
+            raise SettingsError(
+                f"{PREFIX}STANDBY_REPLICAS must be >= 0, got {self.standby_replicas}"
+            )
         if self.lateness_ms < 0:
             raise SettingsError(f"{PREFIX}LATENESS_MS must be >= 0, got {self.lateness_ms}")
         if self.max_future_skew_ms < 0:

@@ -70,9 +70,16 @@ class BatchingConsumer(AIOKafkaConsumer):
         returns whether they were delivered."""
         assert self.route is not None
         route_delivery = self.route.deliver(messages)
-        outcome = await self.wait_first(route_delivery, self.suspend_flow.wait())
-        if route_delivery in outcome.done:
-            return True
+        try:
+            outcome = await self.wait_first(route_delivery, self.suspend_flow.wait())
+            if route_delivery in outcome.done:
+                return True
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this drain is being cancelled (the worker stops)
+            # A revoke cleared the channel, which cancels a put waiting for room: the
+            # delivery failed, like one interrupted by suspend_flow.
         # Emptied, not just dropped: during a revoke Faust waits until every tracked
         # message is acked or gone, and this list may still be referenced (a frame, the
         # cancelled send); its messages are read again from the committed offset.

@@ -86,3 +86,17 @@ async def test_an_interrupted_delivery_lets_go_of_its_messages(tmp_path: Path) -
     consumer.stop_flow()
     assert await asyncio.wait_for(blocked, timeout=1) is False
     assert batch == []
+
+
+async def test_a_revoke_clearing_the_channel_fails_a_blocked_delivery(tmp_path: Path) -> None:
+    """Faust's revoke clears the agents' queues (flow_control.clear), which cancels a
+    put waiting for room: the delivery fails and lets go of its messages; the drain
+    goes on (it crashed the worker before)."""
+    app, consumer, _ = routed_app(tmp_path)
+    assert await consumer.deliver([message(0)])  # the channel is now full
+    batch = [message(1)]
+    blocked = asyncio.ensure_future(consumer.deliver(batch))
+    await asyncio.sleep(0.05)
+    app.flow_control.clear()
+    assert await asyncio.wait_for(blocked, timeout=1) is False
+    assert batch == []
