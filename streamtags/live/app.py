@@ -231,6 +231,12 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         consumer_auto_offset_reset="earliest",
+        # A revoke does not wait for every message read to be acked: the tagger's own
+        # revoke handler flushes and acks what was processed, and what was read but not
+        # acked is read again by the partition's next owner, whose state (the changelog
+        # the flush wrote) drops it as a redelivery. Waiting stalled rebalances for
+        # minutes with two workers (decision 0007).
+        stream_wait_empty=False,
         broker_max_poll_records=FETCH_MAX_MESSAGES,
         web_enabled=True,
         web_host=settings.web_host,
