@@ -197,7 +197,15 @@ def _tagger(
         metrics=metrics,
         commit_interval_s=settings.commit_interval_s,
         topic_of_stream={stream: topic for topic, stream in stream_of_topic.items()},
-        partition_end=functools.partial(_partition_end, app, stream_of_topic),
+        partition_end=functools.partial(
+            _partition_end,
+            app,
+            {
+                (number, stream): TP(topic, number)
+                for topic, stream in stream_of_topic.items()
+                for number in range(settings.partitions)
+            },
+        ),
         max_record_bytes=settings.max_record_bytes,
         cache_max_bytes=settings.cache_max_mb * 2**20,
         health=DependencyHealth(metrics),
@@ -278,12 +286,15 @@ def _senders(app: faust.App, settings: Settings) -> Senders:
 
 
 def _partition_end(
-    app: faust.App, stream_of_topic: Mapping[str, str], number: int, stream: str
+    app: faust.App, tps: Mapping[tuple[int, str], TP], number: int, stream: str
 ) -> int | None:
-    """The end offset the consumer last saw for a stream's partition, if any."""
-    topic = next(topic for topic, name in stream_of_topic.items() if name == stream)
+    """The end offset the consumer last saw for a stream's partition, if any (asked for
+    every partition and stream after each fetch)."""
+    tp = tps.get((number, stream))
+    if tp is None:
+        return None
     try:
-        end = app.consumer.highwater(TP(topic, number))
+        end = app.consumer.highwater(tp)
     except Exception:  # not assigned (yet), or no fetch has told us: unknown
         return None
     return int(end) if end is not None else None
