@@ -194,7 +194,7 @@ class Contestant:
             "STREAMTAGS_REDIS_TRIGGER_PREFIX": f"{self.run}:{tag}:trigger:",
             "STREAMTAGS_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "warning"),
             # a worker setting under test (README "Benchmarks"), e.g. STANDBY_REPLICAS=0
-            **_worker_overrides(os.environ.get("BENCH_WORKER_SETTINGS", "")),
+            **worker_overrides(os.environ.get("BENCH_WORKER_SETTINGS", "")),
             **{f"STREAMTAGS_TOPIC_{s.upper()}": t for s, t in self.topics.items()},
         }
         for output in ("tags", "risk_tags", "coupon_triggers", "dead_letter"):
@@ -255,7 +255,7 @@ def stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
-def _worker_overrides(spec: str) -> dict[str, str]:
+def worker_overrides(spec: str) -> dict[str, str]:
     """``NAME=value,NAME=value`` -> ``{"STREAMTAGS_NAME": "value"}``."""
     pairs = (item.split("=", 1) for item in spec.split(",") if "=" in item)
     return {f"STREAMTAGS_{name.strip().upper()}": value.strip() for name, value in pairs}
@@ -356,6 +356,18 @@ async def delete_topics(run: str) -> list[str]:
         return doomed
     finally:
         await admin.close()
+
+
+def clean_up(run: str, workdir: Path, *, keep: bool, finished: bool) -> None:
+    """Delete a run's topics and Redis keys (unless ``keep``), and its working directory
+    when it finished; a run that did not finish keeps its logs and says where."""
+    if not keep:
+        asyncio.run(delete_topics(run))
+        delete_redis_keys(run)
+    if finished and not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elif not finished:
+        print(f"logs kept in {workdir}", file=sys.stderr)
 
 
 def delete_redis_keys(run: str) -> int:
@@ -556,13 +568,7 @@ def main() -> None:
         report(run_contestants(contestant, chosen), facts, Path(args.out))
         finished = True
     finally:
-        if not args.keep:
-            asyncio.run(delete_topics(run))
-            delete_redis_keys(run)
-        if finished and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        elif not finished:
-            print(f"logs kept in {workdir}", file=sys.stderr)
+        clean_up(run, workdir, keep=args.keep, finished=finished)
 
 
 if __name__ == "__main__":

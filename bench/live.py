@@ -58,6 +58,7 @@ from bench.compare import (  # noqa: E402
     machine,
     process_cpu_s,
     versions,
+    worker_overrides,
 )
 from streamtags.live.table_store import partition_of  # noqa: E402
 from streamtags.live.topics import ensure_topics  # noqa: E402
@@ -178,6 +179,8 @@ class Worker:
             "STREAMTAGS_LATENESS_MS": str(lateness_ms),
             "STREAMTAGS_LOG_LEVEL": "warning",
             **{f"STREAMTAGS_TOPIC_{s.upper()}": t for s, t in topics.items()},
+            # a worker setting under test, e.g. BENCH_WORKER_SETTINGS=COMMIT_INTERVAL_S=0.25
+            **worker_overrides(os.environ.get("BENCH_WORKER_SETTINGS", "")),
         }
         for output in ("tags", "risk_tags", "coupon_triggers", "dead_letter"):
             env[f"STREAMTAGS_TOPIC_{output.upper()}"] = f"{run}.{output}"

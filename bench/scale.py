@@ -56,7 +56,6 @@ import asyncio
 import functools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -80,8 +79,7 @@ from bench.compare import (  # noqa: E402
     POLL_S,
     STREAMS,
     Contestant,
-    delete_redis_keys,
-    delete_topics,
+    clean_up,
     events_seen,
     free_port,
     machine,
@@ -502,13 +500,7 @@ def main() -> None:
         report(runs, facts, Path(args.out))
         finished = True
     finally:
-        if not args.keep:
-            asyncio.run(delete_topics(run))
-            delete_redis_keys(run)
-        if finished and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        elif not finished:
-            print(f"logs kept in {workdir}", file=sys.stderr)
+        clean_up(run, workdir, keep=args.keep, finished=finished)
 
 
 if __name__ == "__main__":

@@ -249,7 +249,10 @@ class Settings:
     #: How far ahead of the wall clock an event may be stamped before it is dead-lettered.
     max_future_skew_ms: int = 300_000
     time_scale: float = 1.0
-    commit_interval_s: float = 1.0
+    #: How often dirty states are flushed and offsets acked and committed, seconds. Each
+    #: flush snapshots its dirty users between two batches (a short pause): 0.25 s kept
+    #: p99 event-to-Redis under 300 ms at half load where 1 s gave 2.5 s (bench/live.py).
+    commit_interval_s: float = 0.25
     #: How long the group waits for a silent worker before its partitions move (kill -9).
     session_timeout_s: float = 30.0
     #: Workers that keep a warm copy of each partition's state besides its owner (Faust's
