@@ -259,7 +259,11 @@ class Settings:
     #: standby replicas): a failover then reads less changelog, and every worker reads
     #: the others' changelogs all the time (bench/scale.py measures what that costs).
     standby_replicas: int = 1
-    tick_interval_s: float = 0.5
+    #: How often deadlines, released events and quiet streams are looked at, seconds. A
+    #: stream counts as caught up (its time follows the wall clock) only at a tick, so
+    #: this bounds how long a sparse stream holds tags back: p99 event-to-Redis at 5 %
+    #: load, lateness 100 ms, was 247 / 196 / 152 ms at 0.5 / 0.1 / 0.05 s (bench/live.py).
+    tick_interval_s: float = 0.05
     redis_timeout_ms: int = 100
     redis_key_prefix: str = "streamtags:user:"
     redis_trigger_prefix: str = "streamtags:trigger:"
