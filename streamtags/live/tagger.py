@@ -315,6 +315,9 @@ class LiveTagger:
             result = owners[number].process(batch, now_ms)
             self._mark(number, result)
             out.extend(result)
+        # A stream that has now read everything there is follows the wall clock from
+        # this batch on, not from the next tick (it holds the next release back less).
+        self.positions.mark_idle(self.clocks(), self.topic_of_stream)
         for change in out.changes:
             self.metrics.event_to_output.observe(
                 max(0, now_ms - parse_event_time(change["ts"])) / 1000

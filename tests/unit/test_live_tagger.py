@@ -260,6 +260,19 @@ async def test_a_stream_with_unread_events_does_not_follow_the_wall_clock() -> N
     assert part.watermark(T0 + 3_000) == T0 + 3_000 - LATENESS_MS  # idle: the wall clock
 
 
+async def test_a_stream_that_read_everything_follows_the_wall_clock_from_its_batch_on() -> None:
+    """A sparse stream's last event was read late: once nothing more is unread, the stream
+    stops holding the partition at that event's time right after the batch, not from the
+    next tick (which used to bound every tag's latency)."""
+    ends = {"orders": 1}  # offset 0 is all there is
+    world = World(options={"partition_end": lambda number, stream: ends.get(stream, 0)})
+    await world.assign([0])
+    world.tagger.note_read([(0, "orders", 0)])  # what the intake tells it, then the batch
+    await world.feed([ev("orders", 0, -5_000, status="created")], "batch-1")  # read 5 s late
+    part = world.tagger.partitions[0]
+    assert part.watermark(T0) == T0 - LATENESS_MS  # no tick ran: the wall clock already
+
+
 async def test_a_changelog_write_that_fails_keeps_its_events_unacked_until_a_retry_lands() -> None:
     world = World()
     await world.assign([0])
