@@ -70,6 +70,12 @@ class Metrics:
             "Stored user states that could not be read and started afresh, opted out.",
             registry=r,
         )
+        self.flush_pause = Histogram(
+            "streamtags_flush_pause_seconds",
+            "How long each flush held batches back to snapshot dirty states, outputs and acks.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
         self.batch_size = Histogram(
             "streamtags_batch_events",
             "Events per processed batch.",

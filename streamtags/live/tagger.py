@@ -392,11 +392,13 @@ class LiveTagger:
         state change and output made before the call is on the broker."""
         async with self._flushing:
             async with self._batch:  # a snapshot between batches (see batch())
+                paused = time.perf_counter()
                 self.last_flush = self.clock()
                 dirty, self.dirty = self.dirty, {}
                 acks, self._acks = self._acks, {}
                 outbox = self.outbox.take()
                 records, refused = self._snapshot(dirty)
+                self.metrics.flush_pause.observe(time.perf_counter() - paused)
             for number, key, data in refused:  # refused alone: the others' writes go on
                 await self.outbox.refuse("state", self.state_topic, number, key, data)
             written, states_ok = await self._write_states(records)

@@ -236,11 +236,13 @@ async def test_a_flush_snapshots_between_batches_never_inside_one() -> None:
     flushing = asyncio.create_task(world.tagger.flush())
     await spin()
     assert world.store.puts == 0, "the flush took a snapshot in the middle of a tick"
+    assert world.metric("streamtags_flush_pause_seconds_count") == 0
     world.sink.fault.release()
     await ticking
     assert await flushing == 1
     assert world.acked == ["batch-1"]
     assert [change["tag"] for change in world.tags.values()] == ["whale"]
+    assert world.metric("streamtags_flush_pause_seconds_count") == 1  # its pause, timed
 
 
 async def test_a_stream_with_unread_events_does_not_follow_the_wall_clock() -> None:
