@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -56,6 +57,7 @@ from bench.compare import (  # noqa: E402
     free_port,
     labelled,
     machine,
+    metric_sum,
     process_cpu_s,
     versions,
     worker_overrides,
@@ -200,6 +202,13 @@ class Worker:
             raise SystemExit(f"the worker exited; see {self.log_path}")
         return events_seen(self.port)
 
+    def flush_pauses(self) -> tuple[float, float]:
+        """(seconds, count) of the flushes' snapshot pauses so far (its /metrics)."""
+        return (
+            metric_sum(self.port, "streamtags_flush_pause_seconds_sum"),
+            metric_sum(self.port, "streamtags_flush_pause_seconds_count"),
+        )
+
     def rejected(self) -> dict[str, float]:
         """Events dead-lettered so far, by kind (``too_late`` among them)."""
         by_kind: dict[str, float] = defaultdict(float)
@@ -295,6 +304,7 @@ async def load_step(
     await asyncio.sleep(0.5)  # subscribed before the first probe
     probes_out = Path(args.workdir) / f"probes-{seed}.json"
     before = (time.perf_counter(), worker.consumed(), worker.rejected())
+    usage = (process_cpu_s(worker.process.pid), _children_cpu_s(), worker.flush_pauses())
     offering = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "offer", "--topics", json.dumps(topics),
         "--rate", str(rate), "--seconds", str(args.seconds), "--users", str(args.users),
@@ -303,6 +313,13 @@ async def load_step(
     )  # fmt: skip
     await offering.wait()
     after = (time.perf_counter(), worker.consumed())
+    elapsed = after[0] - before[0]
+    pauses = [a - b for a, b in zip(worker.flush_pauses(), usage[2], strict=True)]
+    busy = {
+        "worker_cores": round((process_cpu_s(worker.process.pid) - usage[0]) / elapsed, 2),
+        "offering_cores": round((_children_cpu_s() - usage[1]) / elapsed, 2),
+        "flush_pause_mean_ms": round(1000 * pauses[0] / pauses[1], 1) if pauses[1] else None,
+    }
     await asyncio.sleep(args.settle_s)
     stop.set()
     await listener
@@ -319,7 +336,8 @@ async def load_step(
         "sent": offered["sent"] + 2 * len(offered["probes"]),
         "offered_events_per_s": round(offered["sent"] / args.seconds),
         "dead_letters": rejected,
-        "consumed_events_per_s": round((after[1] - before[1]) / (after[0] - before[0])),
+        "consumed_events_per_s": round((after[1] - before[1]) / elapsed),
+        **busy,
         "probes": len(offered["probes"]),
         "landed": len(latencies),
     }
@@ -330,6 +348,12 @@ async def load_step(
             "max_ms": latencies[-1],
         }
     return step
+
+
+def _children_cpu_s() -> float:
+    """User+system CPU seconds of this process's finished children (the offering ones)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def lookup_latency(prefix: str, users: list[str], calls: int) -> dict[str, float]:
@@ -363,14 +387,17 @@ def report(result: dict[str, Any], out: Path) -> None:
         print(f"\nlateness {sweep_['lateness_ms']} ms (every latency includes it)")
         print(
             f"{'load':>6}{'offered/s':>11}{'consumed/s':>12}{'probes':>8}{'landed':>8}"
-            f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}  dead letters"
+            f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'worker':>8}{'offer':>7}{'pause':>7}"
+            "  dead letters"
         )
         for load, step in sweep_["loads"].items():
             print(
                 f"{load:>6}{step['offered_events_per_s']:>11,}"
                 f"{step['consumed_events_per_s']:>12,}{step['probes']:>8}{step['landed']:>8}"
                 f"{step.get('p50_ms', '-'):>9}{step.get('p99_ms', '-'):>9}"
-                f"{step.get('max_ms', '-'):>9}  {step['dead_letters'] or '-'}"
+                f"{step.get('max_ms', '-'):>9}{step['worker_cores']:>8}"
+                f"{step['offering_cores']:>7}{step['flush_pause_mean_ms'] or '-':>7}"
+                f"  {step['dead_letters'] or '-'}"
             )
     lookup = result.get("lookup")
     if lookup:
