@@ -30,7 +30,7 @@ from faust.types import TP
 
 from streamtags.contracts.ingest import RawMessage
 from streamtags.engine.partition import Engine
-from streamtags.live.drain import BatchRoute
+from streamtags.live.drain import BatchRoute, FetchLimits
 from streamtags.live.drain import install as install_drain
 from streamtags.live.faust_internals import producer_client
 from streamtags.live.health import DependencyHealth, KafkaProbe, RedisProbe
@@ -144,7 +144,8 @@ def create_app(settings: Settings, *, metrics: Metrics | None = None) -> faust.A
     _follow_assignment(
         app, table, tagger, input_topics=set(stream_of_topic), stream_of_topic=stream_of_topic
     )
-    _start_agent(app, inputs, intake)
+    fetch_limits = FetchLimits(settings.fetch_min_bytes, settings.fetch_max_wait_ms)
+    _start_agent(app, inputs, intake, fetch_limits)
     _start_timers(app, settings, intake, sink)
     _keep_redis_projection(app, tagger, sink)
     _watch_dependencies(app, settings, tagger)
@@ -346,13 +347,13 @@ def _follow_assignment(
     _ = (rebuild_partitions, flush_before_revoke)
 
 
-def _start_agent(app: faust.App, inputs: Any, intake: Intake) -> None:
+def _start_agent(app: faust.App, inputs: Any, intake: Intake, limits: FetchLimits) -> None:
     """The one agent: a fetch of input messages at a time (:mod:`streamtags.live.drain`),
     flushed (and so acked) once per commit interval."""
     tagger = intake.tagger
     fetches = app.channel(maxsize=FETCHES_BUFFERED)
     app.topics.add(inputs)  # subscribed and acked through Faust; delivered by the drain
-    install_drain(app, BatchRoute(set(inputs.topics), fetches))
+    install_drain(app, BatchRoute(set(inputs.topics), fetches), limits)
 
     @app.agent(fetches, concurrency=1)
     async def tag_users(stream: Any) -> None:

@@ -31,15 +31,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, Message
 from mode import Service
 
-__all__ = ["BatchRoute", "BatchingConsumer", "install"]
+from streamtags.live.faust_internals import tune_fetches
+
+__all__ = ["BatchRoute", "BatchingConsumer", "FetchLimits", "install"]
 
 #: Messages drained between two yields to the event loop (Faust's own figure).
 YIELD_EVERY = 100
@@ -59,11 +63,37 @@ class BatchRoute:
         await self.channel.send(value=messages)
 
 
+@dataclass(frozen=True, slots=True)
+class FetchLimits:
+    """How much a fetch asks the broker for: at least ``min_bytes``, waiting at most
+    ``max_wait_ms`` for them. Faust asks for 1 byte (waiting up to 1.5 s for it), so
+    under a trickle of events every few records cost a fetch round trip, its response
+    parsed for every assigned partition, and a hand-off to the agent."""
+
+    min_bytes: int = 1
+    max_wait_ms: int = 1500
+
+
+class _FetchTunedThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, with the consumer's fetch limits set before it starts."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        limits = cast(BatchingConsumer, self.consumer).fetch_limits
+        tune_fetches(consumer, min_bytes=limits.min_bytes, max_wait_ms=limits.max_wait_ms)
+        return consumer
+
+
 class BatchingConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer whose drain delivers batched topics a fetch at a time."""
 
     #: set by :func:`install` before the worker starts; None drains as Faust does
     route: BatchRoute | None = None
+    #: set by :func:`install`: the fetch limits of the consumer the thread creates
+    fetch_limits: FetchLimits = FetchLimits()
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _FetchTunedThread(self, loop=self.loop, beacon=self.beacon)
 
     async def deliver(self, messages: list[Message]) -> bool:
         """Hand ``messages`` to the route unless flow stops first (a rebalance);
@@ -159,11 +189,16 @@ class BatchingConsumer(AIOKafkaConsumer):
         return batch
 
 
-def install(app: faust.App, route: BatchRoute) -> None:
-    """Make ``app``'s consumer a :class:`BatchingConsumer` that feeds ``route``.
+def install(app: faust.App, route: BatchRoute, limits: FetchLimits | None = None) -> None:
+    """Make ``app``'s consumer a :class:`BatchingConsumer` that feeds ``route`` and
+    fetches within ``limits`` (Faust's own when None).
 
     Call before the worker starts (the consumer is created at start-up).
     The batched topics must still be registered with the app's conductor
     (``app.topics.add``) so the consumer subscribes to them and acks count."""
-    consumer_class = type("RoutedBatchingConsumer", (BatchingConsumer,), {"route": route})
+    consumer_class = type(
+        "RoutedBatchingConsumer",
+        (BatchingConsumer,),
+        {"route": route, "fetch_limits": limits or FetchLimits()},
+    )
     cast(Any, app.transport).Consumer = consumer_class

@@ -16,6 +16,10 @@ instead of in a running worker. :data:`PRIVATE_APIS` lists them.
   state outside a stream event (:mod:`streamtags.live.table_store`).
 - :func:`forget_key_partition`: the same ``_key_index``, for a deleted key.
 - :func:`memory_data`: the memory store's ``data`` dict.
+- :func:`tune_fetches`: the fetch limits aiokafka's consumer keeps until it starts
+  (``AIOKafkaConsumer._fetch_min_bytes`` and ``_fetch_max_wait_ms``), which Faust
+  creates with fixed values in ``AIOKafkaConsumerThread._create_worker_consumer``
+  (overridden: :mod:`streamtags.live.drain`).
 - :func:`producer_client`, :func:`kafka_producer`: the aiokafka producer
   behind the app's producer (``faust.transport.drivers.aiokafka.Producer._producer``):
   the Kafka health probe asks its client for metadata, and the state store
@@ -38,6 +42,7 @@ __all__ = [
     "producer_client",
     "remember_key_partition",
     "rocks_partition_db",
+    "tune_fetches",
 ]
 
 PRIVATE_APIS: tuple[str, ...] = (
@@ -47,6 +52,9 @@ PRIVATE_APIS: tuple[str, ...] = (
     "faust.stores.memory.Store.data (dict)",
     "faust.transport.drivers.aiokafka.Producer._producer (AIOKafkaProducer | None)",
     "faust.transport.consumer.Consumer._drain_messages (overridden: streamtags.live.drain)",
+    "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer(transport)"
+    " (overridden: streamtags.live.drain)",
+    "aiokafka.AIOKafkaConsumer._fetch_min_bytes, _fetch_max_wait_ms (read at start)",
 )
 """The private Faust APIs used here, as the test names them."""
 
@@ -92,3 +100,12 @@ def producer_client(app: Any) -> Any | None:
     """The aiokafka client of the app's running producer, or None before it started."""
     producer = getattr(app.producer, "_producer", None)
     return producer.client if producer is not None else None
+
+
+def tune_fetches(consumer: Any, *, min_bytes: int, max_wait_ms: int) -> None:
+    """Make a not yet started aiokafka consumer ask the broker for at least ``min_bytes``
+    per fetch, waiting at most ``max_wait_ms`` for them (its fetcher reads both at start)."""
+    if not hasattr(consumer, "_fetch_min_bytes") or not hasattr(consumer, "_fetch_max_wait_ms"):
+        raise RuntimeError("aiokafka's consumer no longer keeps its fetch limits")
+    consumer._fetch_min_bytes = min_bytes
+    consumer._fetch_max_wait_ms = max_wait_ms

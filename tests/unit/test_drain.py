@@ -10,13 +10,13 @@ import asyncio
 import hashlib
 import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.transport.consumer import Consumer
 from faust.types import TP, Message
 
-from streamtags.live.drain import BatchingConsumer, BatchRoute, install
+from streamtags.live.drain import BatchingConsumer, BatchRoute, FetchLimits, install
 
 #: SHA-256 of faust-streaming 0.15.3's ``Consumer._drain_messages`` source, the loop
 #: BatchingConsumer copies: a Faust upgrade that changes it fails here, not in a worker.
@@ -52,6 +52,19 @@ async def test_the_app_consumer_is_the_batching_one_with_the_route(tmp_path: Pat
     _, consumer, _ = routed_app(tmp_path)
     assert isinstance(consumer, BatchingConsumer)
     assert consumer.route is not None and consumer.route.topics == {"orders"}
+
+
+async def test_the_consumer_thread_creates_its_kafka_consumer_with_the_fetch_limits(
+    tmp_path: Path,
+) -> None:
+    app = faust.App("drain-test", broker="kafka://127.0.0.1:9", datadir=str(tmp_path))
+    install(app, BatchRoute({"orders"}, app.channel()), FetchLimits(65536, 10))
+    consumer = app.consumer
+    assert isinstance(consumer, BatchingConsumer)
+    thread = consumer._new_consumer_thread()
+    kafka = thread._create_worker_consumer(cast(Any, app.transport))  # built, not started
+    fetcher_limits = (kafka._fetch_min_bytes, kafka._fetch_max_wait_ms)
+    assert fetcher_limits == (65536, 10), "the consumer thread ignored the fetch limits"
 
 
 async def test_a_fetch_is_delivered_as_one_list(tmp_path: Path) -> None:

@@ -66,6 +66,11 @@ def resolve(path: str) -> Any:
     [
         ("faust.stores.rocksdb:Store._db_for_partition", ["self", "partition"]),
         ("faust.stores.rocksdb:Store.set_persisted_offset", ["self", "tp", "offset"]),
+        (
+            "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._create_worker_consumer",
+            ["self", "transport"],
+        ),
+        ("faust.transport.drivers.aiokafka:Consumer._new_consumer_thread", ["self"]),
         # public, but called positionally by TableStore.put and ProducerSender.send
         (
             "faust.transport.drivers.aiokafka:Producer.send",
