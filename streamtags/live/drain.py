@@ -21,7 +21,10 @@ The agent acks each message (Faust's public ``Consumer.ack``) once the
 flush covering it is on the broker, and empties each delivered list once
 handled: on a revoke Faust waits until every tracked message is acked or
 gone (``Consumer.wait_empty``), and a list still referenced somewhere (the
-stream's current event) would hold that wait, and the rebalance, forever. Installed on
+stream's current event) would hold that wait, and the rebalance, forever. The consumer Faust's
+thread builds also gets :class:`FetchLimits` (Faust asks the broker for one
+byte per fetch: under a trickle of events, a fetch per few records;
+``docs/decisions/0010-latency-under-a-trickle.md``). Installed on
 an app by :func:`install`; ``tests/unit/test_drain.py`` checks the loop it
 replaces is still the one copied here, and that a rebalance interrupts a
 blocked delivery.
