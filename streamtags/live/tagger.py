@@ -148,6 +148,8 @@ class LiveTagger:
         self.partitions: dict[int, Partition] = {}
         #: partition -> users whose state changed since the last flush took them
         self.dirty: dict[int, set[str]] = {}
+        #: partition -> user -> its state bytes as the last batch that changed it left it
+        self._dumped: dict[int, dict[str, bytes]] = {}
         self.last_flush = clock()
         self._acks: dict[int, list[Ack]] = {}
         self._flushing = asyncio.Lock()
@@ -224,6 +226,7 @@ class LiveTagger:
         cache and offsets (a later owner of it starts from the committed offsets)."""
         del self.partitions[number]
         self.dirty.pop(number, None)
+        self._dumped.pop(number, None)
         self._acks.pop(number, None)
         self.cache.drop(number)
         self.committed.drop(number)
@@ -313,7 +316,7 @@ class LiveTagger:
         out = Output()
         for number, batch in by_partition.items():
             result = owners[number].process(batch, now_ms)
-            self._mark(number, result)
+            self._mark(owners[number], result)
             out.extend(result)
         # A stream that has now read everything there is follows the wall clock from
         # this batch on, not from the next tick (it holds the next release back less).
@@ -362,19 +365,25 @@ class LiveTagger:
         self.mark_idle_streams()
         now_ms = self.now_ms()
         out = Output()
-        for number, part in self.partitions.items():
+        for part in self.partitions.values():
             due = part.next_deadline_ms()
             watermark = part.watermark(now_ms)
             if due is None or watermark is None or due > watermark:
                 continue
             result = part.advance(now_ms)
-            self._mark(number, result)
+            self._mark(part, result)
             out.extend(result)
         await self.outbox.ship(out)
 
-    def _mark(self, number: int, out: Output) -> None:
+    def _mark(self, part: Partition, out: Output) -> None:
+        """Note the users a batch (or tick) changed, with their state bytes as it leaves
+        them: a flush then only takes these (:meth:`_snapshot`), so its pause between two
+        batches does not grow with the number of users it writes."""
         if out.dirty:
-            self.dirty.setdefault(number, set()).update(out.dirty)
+            self.dirty.setdefault(part.number, set()).update(out.dirty)
+            dumped = self._dumped.setdefault(part.number, {})
+            for user_id in out.dirty:
+                dumped[user_id] = part.dump(user_id)
         for delay_ms in out.fire_delays_ms:
             self.metrics.deadline_lateness.observe(max(0, delay_ms) / 1000)
 
@@ -395,9 +404,10 @@ class LiveTagger:
                 paused = time.perf_counter()
                 self.last_flush = self.clock()
                 dirty, self.dirty = self.dirty, {}
+                dumped, self._dumped = self._dumped, {}
                 acks, self._acks = self._acks, {}
                 outbox = self.outbox.take()
-                records, refused = self._snapshot(dirty)
+                records, refused = self._snapshot(dirty, dumped)
                 self.metrics.flush_pause.observe(time.perf_counter() - paused)
             for number, key, data in refused:  # refused alone: the others' writes go on
                 await self.outbox.refuse("state", self.state_topic, number, key, data)
@@ -433,11 +443,12 @@ class LiveTagger:
         return self._batch
 
     def _snapshot(
-        self, dirty: dict[int, set[str]]
+        self, dirty: dict[int, set[str]], dumped: dict[int, dict[str, bytes]]
     ) -> tuple[
         dict[int, tuple[list[str], list[tuple[bytes, bytes]]]], list[tuple[int, bytes, bytes]]
     ]:
-        """Every dirty user's state bytes, and each touched partition's clock last, by
+        """Every dirty user's state bytes (as its last batch left them; dumped now only for
+        a user whose last write failed), and each touched partition's clock last, by
         partition, taken at once (no await); and the states over the record size limit."""
         records: dict[int, tuple[list[str], list[tuple[bytes, bytes]]]] = {}
         refused: list[tuple[int, bytes, bytes]] = []
@@ -447,8 +458,10 @@ class LiveTagger:
                 continue
             written: list[str] = []
             states: list[tuple[bytes, bytes]] = []
+            ready = dumped.get(number, {})
             for user_id in users:
-                key, data = user_id.encode(), part.dump(user_id)
+                data = ready.get(user_id)
+                key, data = user_id.encode(), part.dump(user_id) if data is None else data
                 if not self.outbox.fits(key, data):
                     refused.append((number, key, data))
                     continue

@@ -245,6 +245,21 @@ async def test_a_flush_snapshots_between_batches_never_inside_one() -> None:
     assert world.metric("streamtags_flush_pause_seconds_count") == 1  # its pause, timed
 
 
+async def test_a_flush_writes_each_state_as_its_last_batch_left_it() -> None:
+    """A flush's pause between two batches does not grow with the users it writes: each
+    batch (or tick) leaves its changed users' state bytes, and the flush takes the last."""
+    world = World()
+    await world.assign([0])
+    await world.feed([whale("ann")], "batch-1")  # waits in ann's reorder buffer
+    after_batch = world.tagger._dumped[0]["ann"]
+    await world.release()  # the tick applies it: ann is a whale now
+    after_tick = world.tagger._dumped[0]["ann"]
+    assert after_tick != after_batch
+    assert await world.tagger.flush() == 1
+    assert world.store.durable(0)[b"ann"] == after_tick
+    assert world.tagger._dumped == {}  # taken by the flush
+
+
 async def test_a_stream_with_unread_events_does_not_follow_the_wall_clock() -> None:
     """Under load the consumer knows of orders not handled yet: the orders stream's time
     stays at its highest read event instead of running ahead of them with the clock."""
