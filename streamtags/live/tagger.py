@@ -20,10 +20,11 @@ task calls it (the agent, the deadline timer, the revoke handler):
   still writing: that flush holds the lock until its writes are confirmed.
   If anything is not confirmed, its users stay dirty, lost outputs are sent
   again, and no ack runs: the next flush retries.
-- A flush takes its snapshot (dirty users' state bytes, queued outputs,
-  registered acks) at once and between two batches (:meth:`~LiveTagger.batch`,
-  which the intake and the tick hold), so no state is written ahead of its
-  batch's outputs. Then it writes and waits for the broker while the agent
+- Each batch (and tick) leaves the state bytes of the users it changed; a
+  flush takes its snapshot (those bytes, queued outputs, registered acks) at
+  once and between two batches (:meth:`~LiveTagger.batch`, which the intake
+  and the tick hold), so no state is written ahead of its batch's outputs,
+  and the pause does not grow with the users written. Then it writes and waits for the broker while the agent
   tags the next fetches (:meth:`~LiveTagger.flush_in_background`): their
   changes wait for the next flush.
 - Ownership changes (:meth:`~LiveTagger.assign`) wait for a running flush,
