@@ -5,7 +5,9 @@ Reading order: :mod:`~streamtags.contracts.events` (the four input streams),
 fields use: ids, event times, IP addresses, amounts, counts),
 :mod:`~streamtags.contracts.records` (tag changes, coupon triggers, dead
 letters), :mod:`~streamtags.contracts.codec` (bytes to events, records to
-bytes; never raises on bad input), :mod:`~streamtags.contracts.ingest` (a
+bytes; never raises on bad input) with its
+:mod:`~streamtags.contracts.fast_path` (well-formed events validated with
+the value types' native stand-ins first), :mod:`~streamtags.contracts.ingest` (a
 batch of raw messages to events and dead letters),
 :mod:`~streamtags.contracts.schemas` (JSON Schemas generated from the
 models) and :mod:`~streamtags.contracts.recordings` (recorded JSON Lines

@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from streamtags.contracts.events import STREAMS, Event
+from streamtags.contracts.fast_path import prevalidated
 from streamtags.contracts.records import DeadLetter, iso_ms
 from streamtags.errors import InvalidEvent
 
@@ -70,6 +71,9 @@ def decode_event(stream: str, raw: bytes) -> Event:
         raise InvalidEvent(f"not valid JSON: {exc}", "not_json") from None
     if not isinstance(payload, dict):
         raise InvalidEvent(f"expected a JSON object, got {type(payload).__name__}", "not_object")
+    event = prevalidated(model, payload)
+    if event is not None:
+        return event
     try:
         return model.model_validate(payload)
     except ValidationError as exc:

@@ -102,20 +102,21 @@ def decode_batch(
     within ``max_record_bytes`` (see :func:`~streamtags.contracts.codec.dead_letter`).
     """
     batch = IngestBatch(max_record_bytes=max_record_bytes)
+    accept = batch.events.append
     for message in messages:
-        stream = stream_of_topic[message.topic]
+        topic, partition, offset, key, value = message
+        stream = stream_of_topic[topic]
         try:
-            event = decode_event(stream, message.value)
-            if check_keys:
-                _check_key(message.key, event)
-            if max_future_skew_ms is not None:
+            event = decode_event(stream, value)
+            # the checks' functions explain a failure; a passing message costs a compare each
+            if check_keys and key != event.user_id.encode():
+                _check_key(key, event)
+            if max_future_skew_ms is not None and event.ts - now_ms > max_future_skew_ms:
                 _check_not_future(event, now_ms=now_ms, max_future_skew_ms=max_future_skew_ms)
         except InvalidEvent as error:
             batch.reject(message, error, now_ms=now_ms)
             continue
-        batch.events.append(
-            Decoded(message.partition, stream, message.offset, event, message.value)
-        )
+        accept(Decoded(partition, stream, offset, event, value))
     return batch
 
 

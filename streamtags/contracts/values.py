@@ -17,6 +17,12 @@ matches before a final newline; ``[0-9]`` is written, never ``\\d``, which
 Python extends to every Unicode digit. The decoder runs the published
 pattern itself, so the two cannot drift apart (an id first meets a cheaper
 pattern whose match implies the published one's; a test holds them to that).
+
+Where a type's check calls Python, it also names a cheaper *stand-in*
+(:data:`STAND_IN`): a check pydantic-core runs natively that accepts only
+values the full check accepts, with the same result. The decoder tries the
+stand-ins first (:mod:`~streamtags.contracts.fast_path`) and runs the full
+checks whenever they decline, so the stand-ins change speed, never verdicts.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,8 +50,10 @@ __all__ = [
     "EVENT_ID_PATTERN",
     "EVENT_TIME_PATTERN",
     "LATEST_TS_MS",
+    "NATIVE_ID_PATTERN",
     "PLAIN_ID_PATTERN",
     "RESERVED_USER_ID_PREFIXES",
+    "STAND_IN",
     "USER_ID_PATTERN",
     "EventId",
     "EventTime",
@@ -54,6 +62,7 @@ __all__ = [
     "Money",
     "Name",
     "ShortText",
+    "StandIn",
     "Text",
     "TimeZoneName",
     "UserId",
@@ -99,6 +108,9 @@ EVENT_TIME_PATTERN = (
     r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])(?![\s\S])"
 )
 _EVENT_TIME = re.compile(EVENT_TIME_PATTERN)
+#: The same pattern for pydantic-core's engine, which has no look-around but whose ``$``
+#: matches only at the very end (Python's also before a final newline).
+_NATIVE_EVENT_TIME_PATTERN = EVENT_TIME_PATTERN.removesuffix(r"(?![\s\S])") + "$"
 
 #: The shape of an IANA zone name; whether it exists is checked against tz data.
 _TIME_ZONE_PATTERN = r"^[A-Za-z](?![\s\S]*[^A-Za-z0-9_+/-])"
@@ -113,10 +125,36 @@ def shown(value: object, *, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+#: The key, in a core schema's metadata, of its stand-in: a core schema that calls no
+#: validator written in Python (or fewer), accepts only values the schema accepts and
+#: gives the same value for them. Declining more is allowed; accepting more is a bug.
+STAND_IN = "streamtags_stand_in"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StandIn:
+    """Metadata naming the stand-in of the validators before it:
+    ``Annotated[int, BeforeValidator(f), StandIn(schema)]`` (see :data:`STAND_IN`)."""
+
+    schema: CoreSchema
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        schema = handler(source)
+        metadata = {**schema.get("metadata", {}), STAND_IN: self.schema}
+        return {**schema, "metadata": metadata}
+
+
 #: Printable ASCII but for the space, ``{`` and ``}``, not starting ``__faust``: a
 #: string that fully matches this matches both id patterns too, and finding that out
 #: costs a sixth of the published patterns' scan (their ``[\s\S]*`` backtracks).
 PLAIN_ID_PATTERN = r"(?!__faust)[!-z|~]*"
+
+#: :data:`PLAIN_ID_PATTERN` for pydantic-core's own regex engine, which has no
+#: look-around: a string it matches matches that pattern too (one starting with ``_``
+#: is left to the full check). The ids' stand-in (see :data:`STAND_IN`).
+NATIVE_ID_PATTERN = r"^[!-\^`-z|~][!-z|~]*$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +169,8 @@ class _Text:
     #: a pattern whose full match promises that ``pattern`` matches, tried first
     #: because it is cheaper (``pattern`` decides when it does not match)
     shortcut: str | None = None
+    #: a pattern for pydantic-core's engine whose match promises the same: the stand-in
+    native_shortcut: str | None = None
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
@@ -150,7 +190,15 @@ class _Text:
                 raise ValueError(rule)
             return value
 
-        return core_schema.no_info_after_validator_function(check, schema)
+        metadata = {}
+        if self.native_shortcut is not None:
+            metadata[STAND_IN] = core_schema.str_schema(
+                min_length=self.min_length,
+                max_length=self.max_length,
+                pattern=self.native_shortcut,
+                strict=True,
+            )
+        return core_schema.no_info_after_validator_function(check, schema, metadata=metadata)
 
     def __get_pydantic_json_schema__(
         self, schema: CoreSchema, handler: GetJsonSchemaHandler
@@ -172,6 +220,7 @@ UserId = Annotated[
         rule="a user id may not hold whitespace, control or invisible characters, "
         "'{' or '}', nor start with '__faust'",
         shortcut=PLAIN_ID_PATTERN,
+        native_shortcut=NATIVE_ID_PATTERN,
     ),
 ]
 """A user id: 1-256 characters, taken verbatim (never trimmed or case-folded)."""
@@ -184,6 +233,7 @@ EventId = Annotated[
         pattern=EVENT_ID_PATTERN,
         rule="an event id may not hold whitespace, control or invisible characters",
         shortcut=PLAIN_ID_PATTERN,
+        native_shortcut=NATIVE_ID_PATTERN,
     ),
 ]
 """An event id: 1-256 characters without whitespace or control characters."""
@@ -225,7 +275,10 @@ class Integer:
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> CoreSchema:
         bounded = core_schema.int_schema(ge=self.minimum, le=self.maximum, strict=True)
-        return core_schema.no_info_before_validator_function(_json_integer, bounded)
+        # stand-in: the JSON integer as an int; a whole float goes the full way
+        return core_schema.no_info_before_validator_function(
+            _json_integer, bounded, metadata={STAND_IN: bounded}
+        )
 
     def __get_pydantic_json_schema__(
         self, schema: CoreSchema, handler: GetJsonSchemaHandler
@@ -260,8 +313,8 @@ def parse_event_time(value: Any) -> int:
     return value
 
 
-_EPOCH = datetime(1970, 1, 1)
-_SECOND = timedelta(seconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def _parse_rfc3339(text: str) -> int:
@@ -269,21 +322,36 @@ def _parse_rfc3339(text: str) -> int:
         if re.match(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9:.]*(?![\s\S])", text):
             raise ValueError(f"ts {shown(text)} has no UTC offset")
         raise ValueError(f"ts {shown(text)} is not an RFC 3339 time in the years 2000-2099")
+    return _checked_rfc3339_ms(text)
+
+
+def _checked_rfc3339_ms(text: str) -> int:
     # The pattern fixed every position: YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM).
-    # fromisoformat (C) reads the digits the pattern checked; its own rules are looser
-    seconds = (datetime.fromisoformat(text[:19]) - _EPOCH) // _SECOND
-    offset = text[-1] if text[-1] in "Zz" else text[-6:]
-    fraction = text[20 : len(text) - len(offset)]  # the digits after '.', or ''
-    millis = int(fraction[:3].ljust(3, "0")) if fraction else 0
-    if len(offset) == 6:
-        east = int(offset[1:3]) * 3600 + int(offset[4:6]) * 60
-        seconds -= east if offset[0] == "+" else -east
-    return seconds * 1000 + millis
+    # fromisoformat (C) reads what the pattern checked (its own rules are looser), but
+    # for a lower-case z, and cuts the fraction to microseconds; // then cuts it to ms.
+    if text[-1] == "z":
+        text = text[:-1] + "Z"
+    return (datetime.fromisoformat(text) - _EPOCH) // _MILLISECOND
 
 
 EventTime = Annotated[
     int,
     BeforeValidator(parse_event_time),
+    # stand-in: integer epoch ms natively; text checked natively, then only read in Python
+    StandIn(
+        core_schema.union_schema(
+            [
+                core_schema.int_schema(ge=EARLIEST_TS_MS, lt=LATEST_TS_MS, strict=True),
+                core_schema.chain_schema(
+                    [
+                        core_schema.str_schema(pattern=_NATIVE_EVENT_TIME_PATTERN, strict=True),
+                        core_schema.no_info_plain_validator_function(_checked_rfc3339_ms),
+                    ]
+                ),
+            ],
+            mode="left_to_right",
+        )
+    ),
     WithJsonSchema(
         {
             "anyOf": [
@@ -329,6 +397,8 @@ IpAddress = Annotated[
     str,
     Field(strict=True),
     AfterValidator(_canonical_ip),
+    # stand-in: an IPv4 address already canonical, which _canonical_ip returns as it is
+    StandIn(core_schema.str_schema(pattern=f"^{_CANONICAL_IPV4.pattern}$", strict=True)),
     WithJsonSchema(
         {
             "type": "string",
