@@ -24,9 +24,10 @@ task calls it (the agent, the deadline timer, the revoke handler):
   flush takes its snapshot (those bytes, queued outputs, registered acks) at
   once and between two batches (:meth:`~LiveTagger.batch`, which the intake
   and the tick hold), so no state is written ahead of its batch's outputs,
-  and the pause does not grow with the users written. Then it writes and waits for the broker while the agent
-  tags the next fetches (:meth:`~LiveTagger.flush_in_background`): their
-  changes wait for the next flush.
+  and the pause does not grow with the users written. Then it writes and
+  waits for the broker while the agent tags the next fetches
+  (:meth:`~LiveTagger.flush_in_background`): their changes wait for the next
+  flush.
 - Ownership changes (:meth:`~LiveTagger.assign`) wait for a running flush,
   then drop revoked partitions with their dirty users and waiting acks. So
   a flush never writes for a partition this worker no longer owns, and
