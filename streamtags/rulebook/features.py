@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from streamtags.contracts.events import STREAMS, Event
 from streamtags.errors import FeatureSpecError
@@ -63,6 +64,10 @@ class _Common(NamedTuple):
     window_ms: int
 
 
+# Compiled by mypyc (setup.py) as plain Python classes rather than native ones, here and
+# in each kind below: their methods still run compiled, and one feature's method can still
+# be replaced on the instance (the tests make a rule fail that way).
+@mypyc_attr(native_class=False)
 class Feature:
     """One compiled feature. State is plain JSON-able data owned by the user state."""
 
@@ -107,6 +112,7 @@ class Feature:
         return packed
 
 
+@mypyc_attr(native_class=False)
 class _RawWindow(Feature):
     """Entries ``(ts, value)`` sorted by time, at most ``cap`` of them. Tuples, not
     lists: the garbage collector stops tracking a tuple of plain values, and a user's
@@ -195,6 +201,7 @@ class _RawWindow(Feature):
         return [(base_ms - ago, v) for ago, v in packed]
 
 
+@mypyc_attr(native_class=False)
 class _Buckets(Feature):
     """``[[bucket_index, total], ...]`` with bucket index = ts // bucket_ms."""
 
@@ -247,6 +254,7 @@ class _Buckets(Feature):
         return None
 
 
+@mypyc_attr(native_class=False)
 class _Distinct(Feature):
     """``[[value, last_seen_ts], ...]``, at most ``cap`` values (most recent win)."""
 
@@ -310,6 +318,7 @@ class _Distinct(Feature):
         return [[v, base_ms - ago] for v, ago in packed]
 
 
+@mypyc_attr(native_class=False)
 class _Sequence(Feature):
     """``[pending_first_ts | None, [match_ts, ...]]``: first then ``then`` within ``within``."""
 
@@ -379,6 +388,7 @@ class _Sequence(Feature):
         return [None if pending is None else base_ms - pending, [base_ms - ago for ago in matches]]
 
 
+@mypyc_attr(native_class=False)
 class _Gap(Feature):
     """``[last_ts, mean_gap_ms, gaps]``: the running mean of intervals (last 20 weigh most)."""
 
