@@ -50,7 +50,8 @@ def _why_pure() -> str | None:
     """Why the modules cannot or should not be compiled here; None when they can."""
     if os.environ.get("STREAMTAGS_PURE", "") not in ("", "0"):
         return "STREAMTAGS_PURE is set"
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    # The compiler setuptools will call: $CC if set, else the one Python was built with.
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     if shutil.which(compiler) is None:
         return f"no C compiler ({compiler})"
     if not Path(sysconfig.get_paths()["include"], "Python.h").is_file():
