@@ -57,7 +57,7 @@ def _why_pure() -> str | None:
     if not Path(sysconfig.get_paths()["include"], "Python.h").is_file():
         return "no Python headers (Python.h; apt-get install python3-dev)"
     try:
-        import mypyc.build  # noqa: F401 - in build-system.requires; absent when run by hand
+        import mypyc.build  # noqa: F401 - from build-system.requires, or the dev extras for make compile
     except ImportError:
         return "mypyc is not installed"
     return None
