@@ -6,16 +6,32 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: venv stack-up stack-down stack-status lint test unit integration faults demo bench bench-compare bench-scale schemas clean
+.PHONY: venv compile stack-up stack-down stack-status lint test unit integration faults demo bench bench-compare bench-scale schemas clean
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/.compiled
 
-$(VENV)/.installed: pyproject.toml
+# The install compiles the engine with mypyc in place when a C compiler is present, and is
+# pure Python otherwise or with STREAMTAGS_PURE=1 (setup.py; decision 0008).
+$(VENV)/.installed: pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "streamtags needs Python >= 3.11 as $(PYTHON)"; exit 1; }
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)"; exit 1; }
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@
+	@touch $(VENV)/.compiled
+
+# The compiled modules are rebuilt when a source they are built from or typed against
+# changes, so every target that needs the venv (unit, test, bench, ...) runs the code as
+# it is; `import streamtags` refuses a stale build made any other way (streamtags.compilation).
+COMPILED_FROM := $(wildcard streamtags/engine/*.py streamtags/rulebook/*.py streamtags/contracts/*.py) streamtags/errors.py
+$(VENV)/.compiled: $(VENV)/.installed $(COMPILED_FROM)
+	$(PY) setup.py -q build_ext --inplace
+	@touch $@
+
+# Rebuild the compiled modules now; `STREAMTAGS_PURE=1 make compile` removes them instead.
+compile: $(VENV)/.installed
+	$(PY) setup.py -q build_ext --inplace
+	@touch $(VENV)/.compiled
 
 stack-up: venv
 	@stack/stack.sh up

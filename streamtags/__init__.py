@@ -20,10 +20,16 @@ Reading order, following one event from the top of the tree to the bottom
 7. :mod:`streamtags.cli` - the command line.
 
 Across all of them: :mod:`streamtags.settings` (one frozen settings object)
-and :mod:`streamtags.errors` (one exception tree). The layers are enforced
+and :mod:`streamtags.errors` (one exception tree); :mod:`streamtags.compilation`
+tells whether the engine runs compiled (mypyc) and refuses a stale build. The layers are enforced
 by import-linter contracts in ``pyproject.toml``: lower layers never import
 higher ones, and the engine, contracts, rulebook and offline replay import
 no Faust, Kafka client or Redis.
 """
+
+from streamtags.compilation import check_sources
+
+# Before any compiled module is imported: an edited source must never run as its old build.
+check_sources()
 
 __all__: list[str] = []

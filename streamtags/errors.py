@@ -11,7 +11,8 @@
     │   ├── ScenarioError         a scenario file: says file:line and reason
     │   ├── RecordingError        a recorded JSON Lines file has a line it cannot use
     │   ├── TopicMismatch         a Kafka topic has the wrong partition count
-    │   └── KafkaUnavailable      no broker answered, or the brokers refused the credentials
+    │   ├── KafkaUnavailable      no broker answered, or the brokers refused the credentials
+    │   └── StaleBuildError       a compiled module was built from other sources: rebuild
     └── DataError                 found in the data while running; never stops a worker
         ├── InvalidEvent          an input message breaks the contract (dead-lettered)
         ├── StateFormatError      stored state bytes cannot be read
@@ -40,6 +41,7 @@ __all__ = [
     "RuleError",
     "ScenarioError",
     "SettingsError",
+    "StaleBuildError",
     "StateFormatError",
     "StreamtagsError",
     "TopicMismatch",
@@ -107,6 +109,11 @@ class TopicMismatch(LoadError):
 
 class KafkaUnavailable(LoadError):
     """No bootstrap server could be reached, spoken to and logged in to; says why for each."""
+
+
+class StaleBuildError(LoadError):
+    """A compiled (mypyc) module was not built from the source beside it: says which, and
+    how to rebuild (raised when ``streamtags`` is imported; see :mod:`streamtags.compilation`)."""
 
 
 ErrorKind = Literal[

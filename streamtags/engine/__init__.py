@@ -22,8 +22,19 @@ The modules, each importing only those listed before it (no cycles):
 7. :mod:`~streamtags.engine.partition` - the :class:`Engine` (compiled
    rules, shared) and a :class:`Partition` (users, clock, wake-ups) that
    composes the steps.
+
+:data:`COMPILED` says whether these modules run compiled by mypyc
+(``setup.py``; decision 0008) or interpreted; the behaviour is the same.
 """
 
+from typing import Final
+
+from streamtags.compilation import is_compiled
+from streamtags.engine import partition
 from streamtags.engine.partition import Change, Engine, Output, Partition, Trigger
 
-__all__ = ["Change", "Engine", "Output", "Partition", "Trigger"]
+#: True when the engine runs as mypyc-compiled extension modules (decision 0008), False
+#: when it runs interpreted (a pure build: no C compiler, or ``STREAMTAGS_PURE=1``).
+COMPILED: Final = is_compiled(partition)
+
+__all__ = ["COMPILED", "Change", "Engine", "Output", "Partition", "Trigger"]

@@ -33,9 +33,10 @@ import bisect
 import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from streamtags.contracts.events import STREAMS, Event
 from streamtags.errors import FeatureSpecError
@@ -50,28 +51,37 @@ from streamtags.rulebook.fields import (
 __all__ = ["KINDS", "Feature", "build_feature"]
 
 
+class _Common(NamedTuple):
+    """What every kind of feature is given (see the attributes of :class:`Feature`).
+
+    A named tuple rather than ``**kwargs`` forwarded to ``super().__init__``: mypyc
+    miscompiles that forwarding (mypyc/mypyc#1162)."""
+
+    key: str
+    streams: tuple[str, ...]
+    where: Filter
+    where_spec: Mapping[str, Any] | None
+    window_ms: int
+
+
+# Compiled by mypyc (setup.py) as plain Python classes rather than native ones, here and
+# in each kind below: their methods still run compiled, and one feature's method can still
+# be replaced on the instance (the tests make a rule fail that way).
+@mypyc_attr(native_class=False)
 class Feature:
     """One compiled feature. State is plain JSON-able data owned by the user state."""
 
     value_type: ValueType = "number"
 
-    def __init__(
-        self,
-        *,
-        key: str,
-        streams: tuple[str, ...],
-        where: Filter,
-        where_spec: Mapping[str, Any] | None,
-        window_ms: int,
-    ) -> None:
-        self.key = key
-        self.streams = streams
-        self.where = where
+    def __init__(self, common: _Common) -> None:
+        self.key = common.key
+        self.streams = common.streams
+        self.where = common.where
         #: the raw ``where`` mapping; features with equal specs share one filter run per event
-        self.where_spec = where_spec
-        self.window_ms = window_ms
+        self.where_spec = common.where_spec
+        self.window_ms = common.window_ms
         #: how long data is kept: the longest window of the features sharing this key
-        self.retain_ms = window_ms
+        self.retain_ms = common.window_ms
 
     def update(self, data: Any, event: Event, tz: str | None) -> Any:
         """Fold an event that passed ``where`` into ``data`` (None when new); return it."""
@@ -102,13 +112,14 @@ class Feature:
         return packed
 
 
+@mypyc_attr(native_class=False)
 class _RawWindow(Feature):
     """Entries ``(ts, value)`` sorted by time, at most ``cap`` of them. Tuples, not
     lists: the garbage collector stops tracking a tuple of plain values, and a user's
     windows hold many of them for a long time."""
 
-    def __init__(self, *, agg: str, reader: Reader | None, cap: int, **common: Any) -> None:
-        super().__init__(**common)
+    def __init__(self, common: _Common, *, agg: str, reader: Reader | None, cap: int) -> None:
+        super().__init__(common)
         self.agg = agg
         self.reader = reader
         self.cap = cap
@@ -190,11 +201,12 @@ class _RawWindow(Feature):
         return [(base_ms - ago, v) for ago, v in packed]
 
 
+@mypyc_attr(native_class=False)
 class _Buckets(Feature):
     """``[[bucket_index, total], ...]`` with bucket index = ts // bucket_ms."""
 
-    def __init__(self, *, agg: str, reader: Reader | None, bucket_ms: int, **common: Any) -> None:
-        super().__init__(**common)
+    def __init__(self, common: _Common, *, agg: str, reader: Reader | None, bucket_ms: int) -> None:
+        super().__init__(common)
         self.agg = agg
         self.reader = reader
         self.bucket_ms = bucket_ms
@@ -242,11 +254,12 @@ class _Buckets(Feature):
         return None
 
 
+@mypyc_attr(native_class=False)
 class _Distinct(Feature):
     """``[[value, last_seen_ts], ...]``, at most ``cap`` values (most recent win)."""
 
-    def __init__(self, *, reader: Reader, cap: int, **common: Any) -> None:
-        super().__init__(**common)
+    def __init__(self, common: _Common, *, reader: Reader, cap: int) -> None:
+        super().__init__(common)
         self.reader = reader
         self.cap = cap
 
@@ -305,13 +318,14 @@ class _Distinct(Feature):
         return [[v, base_ms - ago] for v, ago in packed]
 
 
+@mypyc_attr(native_class=False)
 class _Sequence(Feature):
     """``[pending_first_ts | None, [match_ts, ...]]``: first then ``then`` within ``within``."""
 
     def __init__(
-        self, *, first: Filter, then: Filter, within_ms: int, cap: int, **common: Any
+        self, common: _Common, *, first: Filter, then: Filter, within_ms: int, cap: int
     ) -> None:
-        super().__init__(**common)
+        super().__init__(common)
         self.first = first
         self.then = then
         self.within_ms = within_ms
@@ -374,6 +388,7 @@ class _Sequence(Feature):
         return [None if pending is None else base_ms - pending, [base_ms - ago for ago in matches]]
 
 
+@mypyc_attr(native_class=False)
 class _Gap(Feature):
     """``[last_ts, mean_gap_ms, gaps]``: the running mean of intervals (last 20 weigh most)."""
 
@@ -431,15 +446,15 @@ def build_feature(
     # days" share one state, kept for the longest window that reads it.
     canonical = orjson.dumps({k: spec[k] for k in sorted(spec) if k != "window"}, default=str)
     key = format(zlib.crc32(canonical), "08x")[:6]
-    common: dict[str, Any] = {
-        "key": key,
-        "streams": tuple(streams),
-        "where": compile_filter(streams, spec.get("where")),
-        "where_spec": spec.get("where"),
-        "window_ms": window_ms,
-    }
+    common = _Common(
+        key=key,
+        streams=tuple(streams),
+        where=compile_filter(streams, spec.get("where")),
+        where_spec=spec.get("where"),
+        window_ms=window_ms,
+    )
     if kind == "gap":
-        return _Gap(**common)
+        return _Gap(common)
     if kind == "sequence":
         if not isinstance(spec[kind], Mapping) or "within" not in spec:
             raise FeatureSpecError(
@@ -447,11 +462,11 @@ def build_feature(
             )
         seq = spec[kind]
         return _Sequence(
+            common,
             first=compile_filter(streams, seq.get("first")),
             then=compile_filter(streams, seq.get("then")),
             within_ms=parse_duration(spec["within"]),
             cap=cap,
-            **common,
         )
     if kind == "count" and spec[kind] not in (True, "events"):
         raise FeatureSpecError("write 'count: events'")
@@ -462,12 +477,12 @@ def build_feature(
             raise FeatureSpecError(f"{kind} needs a numeric field; {spec[kind]!r} is {info.kind}")
     if kind == "distinct":
         assert reader is not None
-        return _Distinct(reader=reader, cap=cap, **common)
+        return _Distinct(common, reader=reader, cap=cap)
     if "bucket" in spec:
         if kind not in ("count", "sum"):
             raise FeatureSpecError("'bucket' works with count and sum")
         bucket_ms = parse_duration(spec["bucket"])
         if bucket_ms > window_ms:
             raise FeatureSpecError("'bucket' must not be longer than 'window'")
-        return _Buckets(agg=kind, reader=reader, bucket_ms=bucket_ms, **common)
-    return _RawWindow(agg=kind, reader=reader, cap=cap, **common)
+        return _Buckets(common, agg=kind, reader=reader, bucket_ms=bucket_ms)
+    return _RawWindow(common, agg=kind, reader=reader, cap=cap)
