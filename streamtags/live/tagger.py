@@ -150,8 +150,10 @@ class LiveTagger:
         self.partitions: dict[int, Partition] = {}
         #: partition -> users whose state changed since the last flush took them
         self.dirty: dict[int, set[str]] = {}
-        #: partition -> user -> its state bytes as the last batch that changed it left it
+        #: partition -> user -> its state bytes, kept once a batch went by without changing it
         self._dumped: dict[int, dict[str, bytes]] = {}
+        #: partition -> users the latest batch (or tick) changed, not dumped since
+        self._fresh: dict[int, set[str]] = {}
         self.last_flush = clock()
         self._acks: dict[int, list[Ack]] = {}
         self._flushing = asyncio.Lock()
@@ -229,6 +231,7 @@ class LiveTagger:
         del self.partitions[number]
         self.dirty.pop(number, None)
         self._dumped.pop(number, None)
+        self._fresh.pop(number, None)
         self._acks.pop(number, None)
         self.cache.drop(number)
         self.committed.drop(number)
@@ -316,10 +319,13 @@ class LiveTagger:
             read_to[where] = max(read_to.get(where, -1), decoded.offset)
         owners = {number: self.partition(number) for number in {*by_partition, *acks}}
         out = Output()
+        changed: dict[int, set[str]] = {}
         for number, batch in by_partition.items():
             result = owners[number].process(batch, now_ms)
-            self._mark(owners[number], result)
+            self._mark(number, result)
+            changed[number] = result.dirty
             out.extend(result)
+        self._dump_settled(changed)
         # A stream that has now read everything there is follows the wall clock from
         # this batch on, not from the next tick (it holds the next release back less).
         self.positions.mark_idle(self.clocks(), self.topic_of_stream)
@@ -367,27 +373,41 @@ class LiveTagger:
         self.mark_idle_streams()
         now_ms = self.now_ms()
         out = Output()
-        for part in self.partitions.values():
+        changed: dict[int, set[str]] = {}
+        for number, part in self.partitions.items():
             due = part.next_deadline_ms()
             watermark = part.watermark(now_ms)
             if due is None or watermark is None or due > watermark:
                 continue
             result = part.advance(now_ms)
-            self._mark(part, result)
+            self._mark(number, result)
+            changed[number] = result.dirty
             out.extend(result)
+        self._dump_settled(changed)
         await self.outbox.ship(out)
 
-    def _mark(self, part: Partition, out: Output) -> None:
-        """Note the users a batch (or tick) changed, with their state bytes as it leaves
-        them: a flush then only takes these (:meth:`_snapshot`), so its pause between two
-        batches does not grow with the number of users it writes."""
+    def _mark(self, number: int, out: Output) -> None:
         if out.dirty:
-            self.dirty.setdefault(part.number, set()).update(out.dirty)
-            dumped = self._dumped.setdefault(part.number, {})
-            for user_id in out.dirty:
-                dumped[user_id] = part.dump(user_id)
+            self.dirty.setdefault(number, set()).update(out.dirty)
         for delay_ms in out.fire_delays_ms:
             self.metrics.deadline_lateness.observe(max(0, delay_ms) / 1000)
+
+    def _dump_settled(self, changed: dict[int, set[str]]) -> None:
+        """Keep the state bytes of the users the previous batch (or tick) changed and this
+        one, which changed ``changed``, did not: a flush then only takes these
+        (:meth:`_snapshot`), so its pause between two batches does not grow with the users
+        it writes. A user changed now waits a batch: an event read now is mostly applied
+        by the next batch, and the user is dumped once for both."""
+        for number, users in self._fresh.items():
+            part = self.partitions.get(number)
+            if part is None:
+                continue
+            again = changed.get(number, ())
+            dumped = self._dumped.setdefault(number, {})
+            for user_id in users:
+                if user_id not in again:
+                    dumped[user_id] = part.dump(user_id)
+        self._fresh = changed
 
     # -- flush and ack ------------------------------------------------------------
 
@@ -406,6 +426,7 @@ class LiveTagger:
                 paused = time.perf_counter()
                 self.last_flush = self.clock()
                 dirty, self.dirty = self.dirty, {}
+                self._dump_settled({})  # the latest batch's users too
                 dumped, self._dumped = self._dumped, {}
                 acks, self._acks = self._acks, {}
                 outbox = self.outbox.take()
@@ -449,8 +470,8 @@ class LiveTagger:
     ) -> tuple[
         dict[int, tuple[list[str], list[tuple[bytes, bytes]]]], list[tuple[int, bytes, bytes]]
     ]:
-        """Every dirty user's state bytes (as its last batch left them; dumped now only for
-        a user whose last write failed), and each touched partition's clock last, by
+        """Every dirty user's state bytes (as its batches left them; dumped now only for a
+        user whose last write failed), and each touched partition's clock last, by
         partition, taken at once (no await); and the states over the record size limit."""
         records: dict[int, tuple[list[str], list[tuple[bytes, bytes]]]] = {}
         refused: list[tuple[int, bytes, bytes]] = []
