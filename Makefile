@@ -91,4 +91,6 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	@touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build
+	find streamtags -name '*.so' -delete
+	rm -f streamtags/_compiled_sources.py
