@@ -32,7 +32,7 @@ from streamtags.contracts.ingest import RawMessage
 from streamtags.engine.partition import Engine
 from streamtags.live.drain import BatchRoute, FetchLimits
 from streamtags.live.drain import install as install_drain
-from streamtags.live.faust_internals import producer_client
+from streamtags.live.faust_internals import committed_offset, producer_client
 from streamtags.live.health import DependencyHealth, KafkaProbe, RedisProbe
 from streamtags.live.intake import Intake
 from streamtags.live.kafka_client import faust_credentials
@@ -304,14 +304,23 @@ def _partition_end(
 async def _backlog_ends(
     app: faust.App, tps: list[Any], stream_of_topic: Mapping[str, str]
 ) -> dict[tuple[int, str], tuple[int, int]]:
-    """(partition, stream) -> (the consumer's position, the partition's end offset)."""
+    """(partition, stream) -> (the first offset this owner reads, the partition's end).
+
+    The first offset is the group's committed one (Faust seeks there once the
+    assignment is handled), or the partition's earliest when nothing was committed
+    (``consumer_auto_offset_reset="earliest"``). Not the consumer's position: the
+    fetcher may already have taken records the agent has not handled (they may be
+    dropped and read again), and a stream taken for read to its end would not hold
+    the partition while they come (they were dead-lettered ``too_late``)."""
     if not tps:
         return {}
     ends = await asyncio.wait_for(app.consumer.highwaters(*tps), timeout=10)
+    earliest = await asyncio.wait_for(app.consumer.earliest_offsets(*tps), timeout=10)
     found = {}
     for tp in tps:
-        position = await asyncio.wait_for(app.consumer.position(tp), timeout=10)
-        found[(tp.partition, stream_of_topic[tp.topic])] = (position or 0, ends.get(tp, 0))
+        committed = await asyncio.wait_for(committed_offset(app, tp), timeout=10)
+        start = max(committed or 0, earliest.get(tp) or 0)
+        found[(tp.partition, stream_of_topic[tp.topic])] = (start, ends.get(tp, 0))
     return found
 
 

@@ -43,14 +43,15 @@ class StreamPositions:
         ends: Mapping[Where, tuple[int, int]],
         now_ms: int,
     ) -> None:
-        """``ends``: ``(position, end)`` offsets at assignment. A stream with nothing to
+        """``ends``: ``(start, end)`` offsets at assignment, ``start`` the first offset this
+        owner reads (the group's committed offset). A stream with nothing to
         read follows the wall clock again at once; the others once read to their end."""
-        for (number, stream), (position, end) in ends.items():
+        for (number, stream), (start, end) in ends.items():
             clock = clocks.get(number)
             if clock is None:
                 continue
-            self.read_to[(number, stream)] = position - 1
-            if position >= end:
+            self.read_to[(number, stream)] = start - 1
+            if start >= end:
                 clock.release(stream, now_ms)
             else:
                 self.backlog_ends[(number, stream)] = end

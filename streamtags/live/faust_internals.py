@@ -16,6 +16,10 @@ instead of in a running worker. :data:`PRIVATE_APIS` lists them.
   state outside a stream event (:mod:`streamtags.live.table_store`).
 - :func:`forget_key_partition`: the same ``_key_index``, for a deleted key.
 - :func:`memory_data`: the memory store's ``data`` dict.
+- :func:`committed_offset`: the group's committed offset of a partition, asked
+  through the consumer thread's aiokafka consumer
+  (``AIOKafkaConsumerThread._ensure_consumer`` and ``call_thread``): where the
+  partition's new owner starts reading (:mod:`streamtags.live.app`).
 - :func:`tune_fetches`: the fetch limits aiokafka's consumer keeps until it starts
   (``AIOKafkaConsumer._fetch_min_bytes`` and ``_fetch_max_wait_ms``), which Faust
   creates with fixed values in ``AIOKafkaConsumerThread._create_worker_consumer``
@@ -35,6 +39,7 @@ from faust.types import TP
 
 __all__ = [
     "PRIVATE_APIS",
+    "committed_offset",
     "forget_key_partition",
     "kafka_producer",
     "mark_persisted",
@@ -55,6 +60,8 @@ PRIVATE_APIS: tuple[str, ...] = (
     "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._create_worker_consumer(transport)"
     " (overridden: streamtags.live.drain)",
     "aiokafka.AIOKafkaConsumer._fetch_min_bytes, _fetch_max_wait_ms (read at start)",
+    "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._ensure_consumer()"
+    " (with call_thread: committed_offset)",
 )
 """The private Faust APIs used here, as the test names them."""
 
@@ -109,3 +116,11 @@ def tune_fetches(consumer: Any, *, min_bytes: int, max_wait_ms: int) -> None:
         raise RuntimeError("aiokafka's consumer no longer keeps its fetch limits")
     consumer._fetch_min_bytes = min_bytes
     consumer._fetch_max_wait_ms = max_wait_ms
+
+
+async def committed_offset(app: Any, tp: TP) -> int | None:
+    """The app's consumer group's committed offset of ``tp`` (None when nothing was
+    committed), asked of the broker through the consumer's own thread."""
+    thread = app.consumer._thread
+    offset = await thread.call_thread(thread._ensure_consumer().committed, tp)
+    return None if offset is None else int(offset)

@@ -285,11 +285,12 @@ class LiveTagger:
         return {number: part.clock for number, part in self.partitions.items()}
 
     def expect_backlog(self, ends: Mapping[tuple[int, str], tuple[int, int]]) -> None:
-        """Say where each new (partition, stream)'s backlog ends: ``(position, end)``
-        offsets at assignment (see :mod:`streamtags.live.backlog`)."""
-        for (number, stream), (position, _) in ends.items():
+        """Say where each new (partition, stream)'s backlog starts and ends: ``(start,
+        end)`` offsets at assignment, ``start`` the group's committed offset (see
+        :mod:`streamtags.live.backlog`)."""
+        for (number, stream), (start, _) in ends.items():
             if number in self.partitions:
-                self.committed.assigned(number, stream, position)
+                self.committed.assigned(number, stream, start)
         self.positions.expect(self.clocks(), ends, self.now_ms())
 
     def note_read(self, messages: Iterable[tuple[int, str, int]]) -> None:

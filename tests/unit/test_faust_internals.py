@@ -71,6 +71,8 @@ def resolve(path: str) -> Any:
             ["self", "transport"],
         ),
         ("faust.transport.drivers.aiokafka:Consumer._new_consumer_thread", ["self"]),
+        ("faust.transport.drivers.aiokafka:AIOKafkaConsumerThread._ensure_consumer", ["self"]),
+        ("aiokafka:AIOKafkaConsumer.committed", ["self", "partition"]),
         # public, but called positionally by TableStore.put and ProducerSender.send
         (
             "faust.transport.drivers.aiokafka:Producer.send",
