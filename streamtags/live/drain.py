@@ -14,7 +14,9 @@ are tracked as Faust tracks them (so ``wait_empty`` and commits see them) and
 delivered to the agent's channel as **one list**. The delivery still races
 ``suspend_flow``: a rebalance interrupts a delivery blocked on a full channel
 exactly as it interrupts Faust's per-message one; the batch is then dropped,
-its messages stay unacked, and they are read again from the committed offset.
+its messages stay unacked, and they are read again from the committed offset
+(the earliest where nothing was committed: :func:`seek_to_committed_or_earliest`,
+the seek the rebalance ends with).
 Messages of every other topic (table changelogs) take Faust's own path.
 
 The agent acks each message (Faust's public ``Consumer.ack``) once the
@@ -33,11 +35,13 @@ blocked delivery.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
+from aiokafka import AIOKafkaConsumer as AIOKafkaClient
+from aiokafka import TopicPartition
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
@@ -46,7 +50,13 @@ from mode import Service
 
 from streamtags.live.faust_internals import tune_fetches
 
-__all__ = ["BatchRoute", "BatchingConsumer", "FetchLimits", "install"]
+__all__ = [
+    "BatchRoute",
+    "BatchingConsumer",
+    "FetchLimits",
+    "install",
+    "seek_to_committed_or_earliest",
+]
 
 #: Messages drained between two yields to the event loop (Faust's own figure).
 YIELD_EVERY = 100
@@ -77,14 +87,48 @@ class FetchLimits:
     max_wait_ms: int = 1500
 
 
+async def seek_to_committed_or_earliest(
+    consumer: AIOKafkaClient, batched: Collection[str]
+) -> dict[TopicPartition, int | None]:
+    """Seek every assigned partition to its group's committed offset, and a partition of
+    a ``batched`` topic with nothing committed to its earliest; returns the committed
+    offsets (None: nothing committed), as aiokafka's ``seek_to_committed`` does.
+
+    aiokafka's own leaves a partition with nothing committed where its fetcher is.
+    Faust relies on this seek to read again what a rebalance dropped (its ``getmany``
+    drops a fetch whose flow stopped; the drain, a delivery it interrupted), so a
+    new owner of a partition nobody had committed lost the records of that fetch:
+    its stream waited for them forever (tests/integration/test_drain_seek.py)."""
+    committed: dict[TopicPartition, int | None] = {}
+    never: list[TopicPartition] = []
+    for tp in consumer.assignment():
+        offset = await consumer.committed(tp)
+        committed[tp] = offset
+        if offset is not None and offset > 0:
+            consumer.seek(tp, offset)
+        elif tp.topic in batched:
+            never.append(tp)
+    if never:
+        await consumer.seek_to_beginning(*never)
+    return committed
+
+
 class _FetchTunedThread(AIOKafkaConsumerThread):
-    """Faust's consumer thread, with the consumer's fetch limits set before it starts."""
+    """Faust's consumer thread, with the consumer's fetch limits set before it starts,
+    and a seek to the committed offsets that also moves never-committed inputs."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         limits = cast(BatchingConsumer, self.consumer).fetch_limits
         tune_fetches(consumer, min_bytes=limits.min_bytes, max_wait_ms=limits.max_wait_ms)
         return consumer
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        route = cast(BatchingConsumer, self.consumer).route
+        batched = route.topics if route is not None else frozenset()
+        consumer = self._ensure_consumer()
+        committed = await self.call_thread(seek_to_committed_or_earliest, consumer, batched)
+        return cast(Mapping[TP, int], committed)
 
 
 class BatchingConsumer(AIOKafkaConsumer):

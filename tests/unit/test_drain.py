@@ -16,7 +16,13 @@ import faust
 from faust.transport.consumer import Consumer
 from faust.types import TP, Message
 
-from streamtags.live.drain import BatchingConsumer, BatchRoute, FetchLimits, install
+from streamtags.live.drain import (
+    BatchingConsumer,
+    BatchRoute,
+    FetchLimits,
+    install,
+    seek_to_committed_or_earliest,
+)
 
 #: SHA-256 of faust-streaming 0.15.3's ``Consumer._drain_messages`` source, the loop
 #: BatchingConsumer copies: a Faust upgrade that changes it fails here, not in a worker.
@@ -113,3 +119,22 @@ async def test_a_revoke_clearing_the_channel_fails_a_blocked_delivery(tmp_path: 
     app.flow_control.clear()
     assert await asyncio.wait_for(blocked, timeout=1) is False
     assert batch == []
+
+
+async def test_the_consumer_thread_seeks_with_the_batched_topics(tmp_path: Path) -> None:
+    """A rebalance ends with Faust's seek to the committed offsets; the worker's thread
+    makes it :func:`seek_to_committed_or_earliest` for the routed topics (the real-broker
+    behaviour is in tests/integration/test_drain_seek.py)."""
+    _, consumer, _ = routed_app(tmp_path)
+    thread = consumer._new_consumer_thread()
+    kafka = object()
+    calls: list[tuple[Any, ...]] = []
+
+    async def call_thread(fun: Any, *args: Any) -> dict[TP, int]:
+        calls.append((fun, *args))
+        return {}
+
+    thread._consumer = kafka
+    thread.call_thread = call_thread
+    assert await thread.seek_to_committed() == {}
+    assert calls == [(seek_to_committed_or_earliest, kafka, frozenset({"orders"}))]
