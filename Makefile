@@ -12,11 +12,11 @@ venv: $(VENV)/.installed $(VENV)/.compiled
 
 # The install compiles the engine with mypyc in place when a C compiler is present, and is
 # pure Python otherwise or with STREAMTAGS_PURE=1 (setup.py; decision 0008).
-$(VENV)/.installed: pyproject.toml setup.py
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "streamtags needs Python >= 3.11 as $(PYTHON)"; exit 1; }
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)"; exit 1; }
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 	@touch $(VENV)/.compiled
 

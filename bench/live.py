@@ -290,7 +290,7 @@ async def probe_landings(prefix: str, until: asyncio.Event, landed: dict[str, in
                 key = message["channel"].decode().split(":", 1)[1][len(prefix) :]
                 landed.setdefault(key, int(time.time() * 1000))
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
         await client.config_set("notify-keyspace-events", "")
         await client.aclose()
 
