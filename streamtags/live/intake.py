@@ -58,13 +58,17 @@ class Intake:
             # The record key is the message key, cut to KEPT_KEY_BYTES by the outbox.
             max_record_bytes=self.max_record_bytes - KEPT_KEY_BYTES,
         )
-        self.tagger.note_read(
-            (m.partition, self.stream_of_topic[m.topic], m.offset) for m in messages
-        )
         # Events the engine rejects (too late, a rule bug) it dead-letters itself: they
         # may come out of a user's reorder buffer long after their batch.
         letters = [(raw.key, encode(letter)) for raw, letter in batch.rejected]
         async with self.tagger.batch():
+            # Read and admitted under one hold of the gate: a tick between the two saw
+            # the batch's streams read (released, caught up, so following the wall clock)
+            # without their events, settled users past them, and those events were then
+            # dead-lettered too_late (bench/compare.py, about one drain in three).
+            self.tagger.note_read(
+                (m.partition, self.stream_of_topic[m.topic], m.offset) for m in messages
+            )
             receipt = await self.tagger.process(batch.events, acks=acks)
             await self.tagger.settle(receipt, dead_letters=letters)
         self._count(batch, len(messages))
