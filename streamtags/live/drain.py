@@ -100,10 +100,14 @@ async def seek_to_committed_or_earliest(
     new owner of a partition nobody had committed lost the records of that fetch:
     its stream waited for them forever (tests/integration/test_drain_seek.py)."""
     committed: dict[TopicPartition, int | None] = {}
-    never: list[TopicPartition] = []
     for tp in consumer.assignment():
-        offset = await consumer.committed(tp)
-        committed[tp] = offset
+        committed[tp] = await consumer.committed(tp)
+    # Seek only what is still assigned after those round trips (a revoke may have come).
+    assigned = consumer.assignment()
+    never: list[TopicPartition] = []
+    for tp, offset in committed.items():
+        if tp not in assigned:
+            continue
         if offset is not None and offset > 0:
             consumer.seek(tp, offset)
         elif tp.topic in batched:
