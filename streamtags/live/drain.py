@@ -35,6 +35,7 @@ blocked delivery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -60,6 +61,9 @@ __all__ = [
 
 #: Messages drained between two yields to the event loop (Faust's own figure).
 YIELD_EVERY = 100
+
+#: How long a rebalance's seek waits for the reset of never-committed inputs, seconds.
+RESET_WAIT_S = 1.0
 
 
 class BatchRoute:
@@ -91,29 +95,34 @@ async def seek_to_committed_or_earliest(
     consumer: AIOKafkaClient, batched: Collection[str]
 ) -> dict[TopicPartition, int | None]:
     """Seek every assigned partition to its group's committed offset, and a partition of
-    a ``batched`` topic with nothing committed to its earliest; returns the committed
-    offsets (None: nothing committed), as aiokafka's ``seek_to_committed`` does.
+    a ``batched`` topic with nothing (or 0) committed to its earliest offset, where the
+    worker's ``consumer_auto_offset_reset="earliest"`` starts it; returns the committed
+    offsets of the partitions still assigned (None: nothing committed), as aiokafka's
+    ``seek_to_committed`` does.
 
     aiokafka's own leaves a partition with nothing committed where its fetcher is.
-    Faust relies on this seek to read again what a rebalance dropped (its ``getmany``
-    drops a fetch whose flow stopped; the drain, a delivery it interrupted), so a
-    new owner of a partition nobody had committed lost the records of that fetch:
-    its stream waited for them forever (tests/integration/test_drain_seek.py)."""
+    Faust relies on this seek to read again what a rebalance dropped: its ``getmany``
+    drops a fetch whose flow stopped, also one of the new assignment taken before the
+    flow stopped again (the drain drops a delivery it interrupted). So a new owner of
+    a partition nobody had committed lost the records of that fetch, and its stream
+    waited for them forever (tests/integration/test_drain_seek.py)."""
     committed: dict[TopicPartition, int | None] = {}
     for tp in consumer.assignment():
         committed[tp] = await consumer.committed(tp)
     # Seek only what is still assigned after those round trips (a revoke may have come).
     assigned = consumer.assignment()
+    committed = {tp: offset for tp, offset in committed.items() if tp in assigned}
     never: list[TopicPartition] = []
     for tp, offset in committed.items():
-        if tp not in assigned:
-            continue
         if offset is not None and offset > 0:
             consumer.seek(tp, offset)
         elif tp.topic in batched:
             never.append(tp)
     if never:
-        await consumer.seek_to_beginning(*never)
+        # The reset is requested at once and no record is fetched before it is done;
+        # waiting for it could hold Faust's recovery up to the request timeout (90 s).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consumer.seek_to_beginning(*never), timeout=RESET_WAIT_S)
     return committed
 
 

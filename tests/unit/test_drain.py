@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import faust
+import pytest
+from aiokafka import TopicPartition
 from faust.transport.consumer import Consumer
 from faust.types import TP, Message
 
+from streamtags.live import drain
 from streamtags.live.drain import (
     BatchingConsumer,
     BatchRoute,
@@ -138,3 +141,43 @@ async def test_the_consumer_thread_seeks_with_the_batched_topics(tmp_path: Path)
     thread.call_thread = call_thread
     assert await thread.seek_to_committed() == {}
     assert calls == [(seek_to_committed_or_earliest, kafka, frozenset({"orders"}))]
+
+
+class FakeKafka:
+    """The aiokafka consumer calls the seek makes; ``revoke`` goes while offsets are asked."""
+
+    def __init__(self, committed: dict[TopicPartition, int | None], revoke: set[TopicPartition]):
+        self.offsets, self.revoke = committed, revoke
+        self.assigned = set(committed)
+        self.sought: dict[TopicPartition, int] = {}
+        self.to_beginning: list[TopicPartition] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        self.assigned -= self.revoke
+        return self.offsets[tp]
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.sought[tp] = offset
+
+    async def seek_to_beginning(self, *tps: TopicPartition) -> bool:
+        self.to_beginning += tps
+        await asyncio.Event().wait()  # the fetcher never gets to the reset
+        return True
+
+
+async def test_the_seek_moves_what_is_still_assigned_and_does_not_wait_on_the_reset(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(drain, "RESET_WAIT_S", 0.05)
+    kept, zero, fresh, revoked = (TopicPartition("orders", n) for n in range(4))
+    table = TopicPartition("app-user-state-changelog", 0)
+    kafka = FakeKafka({kept: 7, zero: 0, fresh: None, revoked: None, table: None}, {revoked})
+    committed = await asyncio.wait_for(
+        seek_to_committed_or_earliest(cast(Any, kafka), {"orders"}), timeout=1
+    )
+    assert committed == {kept: 7, zero: 0, fresh: None, table: None}  # not the revoked one
+    assert kafka.sought == {kept: 7}
+    assert sorted(kafka.to_beginning) == [zero, fresh]  # a changelog is left where it is
