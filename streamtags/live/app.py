@@ -346,7 +346,7 @@ def _follow_assignment(
             tagger.expect_backlog(await _backlog_ends(app, tps, stream_of_topic))
         except Exception as exc:  # the broker did not say: judge as before, and say so
             log.warning("could not learn the backlog's end (%r); not waiting for it", exc)
-            tagger.release_all()
+            tagger.release_backlogs(new)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def flush_before_revoke(app: faust.App, revoked: Any, **_: Any) -> None:

@@ -77,12 +77,19 @@ class StreamPositions:
                     "partition %d: %s backlog read; its time follows the clock", number, stream
                 )
 
-    def release_all(self, clocks: Mapping[int, PartitionClock], now_ms: int) -> None:
-        """Stop waiting for backlogs (their ends could not be learnt): judge as before."""
-        self.backlog_ends.clear()
-        for clock in clocks.values():
-            for stream in list(clock.held):
-                clock.release(stream, now_ms)
+    def release(
+        self, clocks: Mapping[int, PartitionClock], numbers: Iterable[int], now_ms: int
+    ) -> None:
+        """Stop waiting for the backlogs of partitions ``numbers`` (their ends could not be
+        learnt): judge them as before. Other partitions still reading theirs wait on."""
+        wanted = set(numbers)
+        for key in [key for key in self.backlog_ends if key[0] in wanted]:
+            del self.backlog_ends[key]
+        for number in wanted:
+            clock = clocks.get(number)
+            if clock is not None:
+                for stream in list(clock.held):
+                    clock.release(stream, now_ms)
 
     def mark_behind(self, clocks: Mapping[int, PartitionClock], streams: Iterable[str]) -> None:
         """Tell each clock which of ``streams`` have unread events (their partition's

@@ -300,9 +300,10 @@ class LiveTagger:
         self.positions.note_read(clocks, messages, self.now_ms())
         self.positions.mark_behind(clocks, self.topic_of_stream)
 
-    def release_all(self) -> None:
-        """Stop waiting for backlogs (their ends could not be learnt): old behaviour."""
-        self.positions.release_all(self.clocks(), self.now_ms())
+    def release_backlogs(self, numbers: Iterable[int]) -> None:
+        """Stop waiting for the backlogs of partitions ``numbers`` (their ends could not
+        be learnt): old behaviour for them."""
+        self.positions.release(self.clocks(), numbers, self.now_ms())
 
     # -- work -------------------------------------------------------------------
 

@@ -543,3 +543,15 @@ async def test_a_caught_up_rare_stream_stops_holding_back_tags_of_a_drained_back
     await world.tagger.tick()  # both topics are read to their end: the old event holds nothing
     await world.tagger.flush()
     assert [change["tag"] for change in world.tags.values()] == ["whale"]
+
+
+async def test_a_new_partition_whose_backlog_end_is_unknown_releases_only_itself() -> None:
+    """The broker did not say where partition 1's backlog ends: it is judged as before,
+    while partition 0, kept from an earlier assignment, still waits for its orders."""
+    world = World()
+    await world.tagger.assign([0])
+    world.tagger.expect_backlog({(0, s): (0, 5 if s == "orders" else 0) for s in STREAMS})
+    await world.tagger.assign([0, 1])
+    world.tagger.release_backlogs([1])
+    assert world.tagger.partitions[0].clock.held == {"orders"}
+    assert world.tagger.partitions[1].clock.held == set()
