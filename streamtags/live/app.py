@@ -49,7 +49,13 @@ from streamtags.serving.projection import Projector
 from streamtags.serving.redis_sink import RedisSink, TriggerGuard
 from streamtags.settings import Settings
 
-__all__ = ["ProducerSender", "create_app", "run_worker", "state_table_name"]
+__all__ = [
+    "ProducerSender",
+    "create_app",
+    "own_assigned_partitions",
+    "run_worker",
+    "state_table_name",
+]
 
 log = logging.getLogger("streamtags.live.app")
 
@@ -324,6 +330,36 @@ async def _backlog_ends(
     return found
 
 
+async def own_assigned_partitions(
+    app: faust.App, tagger: LiveTagger, input_topics: set[str], stream_of_topic: Mapping[str, str]
+) -> None:
+    """Own the input partitions of the app's current assignment, and tell the tagger
+    where the backlogs of those still waiting for it end.
+
+    Skipped when the group rebalanced again while the broker was asked: Faust does
+    not cancel this callback with its recovery, and ends learnt for an old
+    assignment would overwrite the new one's. The partitions keep waiting, and the
+    new assignment's own call asks for them again."""
+    generation = app.consumer_generation_id
+    actives = app.assignor.assigned_actives()
+    numbers = {tp.partition for tp in actives if tp.topic in input_topics}
+    await tagger.assign(numbers)
+    log.info("own input partitions %s", sorted(numbers))
+    waiting = tagger.awaiting_backlog & numbers
+    tps = [tp for tp in actives if tp.topic in input_topics and tp.partition in waiting]
+    try:
+        ends = await _backlog_ends(app, tps, stream_of_topic)
+    except Exception as exc:  # the broker did not say: judge as before, and say so
+        log.warning("could not learn the backlog's end (%r); not waiting for it", exc)
+        ends = None
+    if app.consumer_generation_id != generation:
+        log.info("rebalanced again while learning where backlogs end; asked again")
+    elif ends is None:
+        tagger.release_backlogs(waiting)
+    else:
+        tagger.expect_backlog(ends)
+
+
 def _follow_assignment(
     app: faust.App,
     table: Any,
@@ -336,17 +372,7 @@ def _follow_assignment(
 
     @table.on_recover  # type: ignore[untyped-decorator]
     async def rebuild_partitions() -> None:
-        actives = app.assignor.assigned_actives()
-        numbers = {tp.partition for tp in actives if tp.topic in input_topics}
-        new = numbers - set(tagger.partitions)
-        await tagger.assign(numbers)
-        log.info("own input partitions %s", sorted(numbers))
-        tps = [tp for tp in actives if tp.topic in input_topics and tp.partition in new]
-        try:
-            tagger.expect_backlog(await _backlog_ends(app, tps, stream_of_topic))
-        except Exception as exc:  # the broker did not say: judge as before, and say so
-            log.warning("could not learn the backlog's end (%r); not waiting for it", exc)
-            tagger.release_backlogs(new)
+        await own_assigned_partitions(app, tagger, input_topics, stream_of_topic)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def flush_before_revoke(app: faust.App, revoked: Any, **_: Any) -> None:

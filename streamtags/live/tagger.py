@@ -148,6 +148,9 @@ class LiveTagger:
         self.commit_interval_s = commit_interval_s
         self.clock = clock
         self.partitions: dict[int, Partition] = {}
+        #: owned partitions whose streams hold until told where their backlogs end
+        #: (:meth:`expect_backlog`, :meth:`release_backlogs`)
+        self.awaiting_backlog: set[int] = set()
         #: partition -> users whose state changed since the last flush took them
         self.dirty: dict[int, set[str]] = {}
         #: partition -> user -> its state bytes, kept once a batch went by without changing it
@@ -224,11 +227,13 @@ class LiveTagger:
             self.outbox.sink.drop_partitions(revoked)
             for number in sorted(wanted - set(self.partitions)):
                 self.partitions[number] = await self._rebuild(number)
+                self.awaiting_backlog.add(number)
 
     def _drop(self, number: int) -> None:
         """Forget a revoked partition: its engine state, unwritten changes, waiting acks,
         cache and offsets (a later owner of it starts from the committed offsets)."""
         del self.partitions[number]
+        self.awaiting_backlog.discard(number)
         self.dirty.pop(number, None)
         self._dumped.pop(number, None)
         self._fresh.pop(number, None)
@@ -291,6 +296,7 @@ class LiveTagger:
         for (number, stream), (start, _) in ends.items():
             if number in self.partitions:
                 self.committed.assigned(number, stream, start)
+            self.awaiting_backlog.discard(number)
         self.positions.expect(self.clocks(), ends, self.now_ms())
 
     def note_read(self, messages: Iterable[tuple[int, str, int]]) -> None:
@@ -303,7 +309,9 @@ class LiveTagger:
     def release_backlogs(self, numbers: Iterable[int]) -> None:
         """Stop waiting for the backlogs of partitions ``numbers`` (their ends could not
         be learnt): old behaviour for them."""
-        self.positions.release(self.clocks(), numbers, self.now_ms())
+        wanted = set(numbers)
+        self.awaiting_backlog -= wanted
+        self.positions.release(self.clocks(), wanted, self.now_ms())
 
     # -- work -------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from faust.types import TP
 
-from streamtags.live.app import _backlog_ends
+from streamtags.live.app import _backlog_ends, own_assigned_partitions
+from tests.unit.test_live_tagger import STREAMS, World
 
 ORDERS = TP("shop.orders", 2)
 BROWSE = TP("shop.browse", 2)
@@ -54,3 +55,59 @@ async def test_the_backlog_starts_at_the_committed_offset_or_the_earliest() -> N
         (2, "browse"): (0, 18_000),  # nothing committed: read from the earliest
         (2, "logins"): (10, 40),  # committed below what the log still holds
     }
+
+
+#: the input topics of the tagger World builds
+INPUTS = {f"in.{stream}": stream for stream in STREAMS}
+
+
+class RebalancingConsumer(Consumer):
+    """Answers as the group rebalances again (the app's generation moves on) meanwhile."""
+
+    app: Any = None
+
+    async def highwaters(self, *tps: TP) -> dict[TP, int]:
+        self.app.consumer_generation_id += 1
+        return await super().highwaters(*tps)
+
+
+def assigned_app(consumer: Consumer, partitions: list[int]) -> Any:
+    actives = {TP(topic, n) for topic in INPUTS for n in partitions}
+    assignor = SimpleNamespace(assigned_actives=lambda: actives)
+    return SimpleNamespace(consumer=consumer, assignor=assignor, consumer_generation_id=1)
+
+
+def all_streams(value: int) -> dict[TP, int]:
+    return {TP(topic, n): value for topic in INPUTS for n in (1, 2)}
+
+
+async def test_ends_learnt_for_an_assignment_a_rebalance_replaced_are_not_used() -> None:
+    """Faust does not cancel the recovery callback when the group rebalances again: the
+    ends it learnt belong to the old assignment. Its partitions keep waiting, and the
+    new assignment's call learns theirs."""
+    world = World()
+    stale = RebalancingConsumer(ends=all_streams(40), earliest=all_streams(0), committed={})
+    stale.app = app = assigned_app(stale, [2])
+    await own_assigned_partitions(app, world.tagger, set(INPUTS), INPUTS)
+    assert world.tagger.awaiting_backlog == {2}
+    assert world.tagger.positions.backlog_ends == {}
+    assert world.tagger.partitions[2].clock.held == set(INPUTS.values())
+
+    fresh = Consumer(ends=all_streams(50), earliest=all_streams(0), committed={})
+    app = assigned_app(fresh, [1, 2])
+    await own_assigned_partitions(app, world.tagger, set(INPUTS), INPUTS)
+    assert world.tagger.awaiting_backlog == set()
+    assert world.tagger.positions.backlog_ends == {
+        (n, stream): 50 for n in (1, 2) for stream in INPUTS.values()
+    }
+
+
+async def test_a_backlog_end_the_broker_does_not_give_releases_only_the_waiting() -> None:
+    world = World()
+    first = Consumer(ends=all_streams(50), earliest=all_streams(0), committed={})
+    await own_assigned_partitions(assigned_app(first, [1]), world.tagger, set(INPUTS), INPUTS)
+    silent = Consumer(ends={}, earliest={}, committed={})  # every lookup raises KeyError
+    await own_assigned_partitions(assigned_app(silent, [1, 2]), world.tagger, set(INPUTS), INPUTS)
+    assert world.tagger.partitions[1].clock.held == set(INPUTS.values())
+    assert world.tagger.partitions[2].clock.held == set()
+    assert world.tagger.awaiting_backlog == set()
